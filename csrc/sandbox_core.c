@@ -1,0 +1,461 @@
+/*
+ * sandbox_core.c: everything between clone and exec.
+ *
+ * The parent (Python) hands over a fully prepared `struct sbx_plan`.  The child
+ * runs only async-signal-safe system calls, allocates nothing, and reports the
+ * first failure as (stage, errno, detail) over a close-on-exec pipe; EOF on that
+ * pipe without a record means execve succeeded.  The order of the steps lives in
+ * child_main(), one line of why per step.
+ */
+#include "sbx_sys.h"
+#include "sandbox_core.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include <net/if.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <linux/securebits.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+#define SBX_MAX_OPS 512
+#define SBX_MAX_FDS 256
+#define SBX_MAX_BPF_INSNS 4096
+
+struct sbx_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal;
+    uint64_t stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+
+/* Child-private scratch space: the child is a copy of the parent, so these
+ * statics are its own and using them allocates nothing. */
+static int bind_source_fds[SBX_MAX_OPS];
+static int staged_fds[SBX_MAX_FDS];
+static struct sock_filter bpf_copy[SBX_MAX_BPF_INSNS];
+
+static size_t str_copy(char *dst, size_t cap, size_t at, const char *src)
+{
+    while (src && *src && at + 1 < cap)
+        dst[at++] = *src++;
+    dst[at] = '\0';
+    return at;
+}
+
+/* Report the failing step to the parent and die.  Never returns. */
+static void __attribute__((noreturn))
+fail(int error_fd, int stage, int err, const char *what, const char *path)
+{
+    struct sbx_error rec;
+    size_t at;
+    memset(&rec, 0, sizeof rec);
+    rec.stage = stage;
+    rec.err = err;
+    at = str_copy(rec.detail, sizeof rec.detail, 0, what);
+    if (path) {
+        at = str_copy(rec.detail, sizeof rec.detail, at, " ");
+        str_copy(rec.detail, sizeof rec.detail, at, path);
+    }
+    /* A short write leaves the parent with a truncated record, which it reports
+     * as a protocol error; nothing better can be done from here. */
+    if (write(error_fd, &rec, sizeof rec) < 0) { /* parent is gone */ }
+    _exit(127);
+}
+
+#define CHECK(cond, stage, what, path) \
+    do { if (!(cond)) fail(error_fd, (stage), errno, (what), (path)); } while (0)
+
+static void reset_signals(int error_fd)
+{
+    struct sigaction dfl;
+    sigset_t none;
+    int sig;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    /* Python ignores SIGPIPE and installs handlers; exec keeps ignored signals,
+     * so every disposition goes back to default and nothing stays blocked. */
+    for (sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        if (sigaction(sig, &dfl, NULL) < 0 && errno != EINVAL)
+            fail(error_fd, SBX_STAGE_SIGNALS, errno, "sigaction", NULL);
+    }
+    sigemptyset(&none);
+    CHECK(sigprocmask(SIG_SETMASK, &none, NULL) == 0, SBX_STAGE_SIGNALS, "sigprocmask", NULL);
+}
+
+/* mkdir -p for a path relative to the current directory (the new root). */
+static int make_dirs(char *path, mode_t mode)
+{
+    char *p;
+    for (p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+            *p = '/';
+            return -1;
+        }
+        *p = '/';
+    }
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static int set_attr(int dfd, const char *path, unsigned int flags, uint64_t attr_set)
+{
+    struct mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = attr_set;
+    attr.propagation = MS_PRIVATE;
+    return mount_setattr(dfd, path, flags, &attr, sizeof attr);
+}
+
+/* Bind sources are opened (as detached mount trees) before the new root is
+ * mounted: the staging tmpfs may cover a source, and fds keep meaning after
+ * pivot_root where paths do not. */
+static void open_bind_sources(const struct sbx_plan *p, int error_fd)
+{
+    int i;
+    for (i = 0; i < p->n_ops; i++) {
+        const struct sbx_op *op = &p->ops[i];
+        unsigned int rec;
+        bind_source_fds[i] = -1;
+        if (op->kind != SBX_OP_BIND)
+            continue;
+        rec = (op->flags & SBX_OPT_RECURSIVE) ? AT_RECURSIVE : 0;
+        bind_source_fds[i] = open_tree(AT_FDCWD, op->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
+        if (bind_source_fds[i] < 0) {
+            if (errno == ENOENT && (op->flags & SBX_OPT_OPTIONAL))
+                continue;
+            fail(error_fd, SBX_STAGE_BIND_SOURCE, errno, "open_tree", op->source);
+        }
+        /* Restrict the copy before it is attached anywhere: no window in which
+         * a writable or suid view exists inside the sandbox. */
+        if (set_attr(bind_source_fds[i], "", AT_EMPTY_PATH | rec, op->attr_set) < 0)
+            fail(error_fd, SBX_STAGE_BIND, errno, "mount_setattr", op->source);
+    }
+}
+
+static void run_op(const struct sbx_plan *p, int i, int error_fd)
+{
+    const struct sbx_op *op = &p->ops[i];
+    static char path[4096];
+    int optional = op->flags & SBX_OPT_OPTIONAL;
+    int fd;
+
+    switch (op->kind) {
+    case SBX_OP_MKDIR:
+        str_copy(path, sizeof path, 0, op->path);
+        CHECK(make_dirs(path, op->mode) == 0, SBX_STAGE_MKDIR, "mkdir", op->path);
+        return;
+    case SBX_OP_BIND:
+        if (bind_source_fds[i] < 0)
+            return; /* optional source absent */
+        if (op->flags & SBX_OPT_CREATE_FILE) {
+            fd = open(op->path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
+            CHECK(fd >= 0, SBX_STAGE_BIND, "create bind target", op->path);
+            close(fd);
+        }
+        CHECK(move_mount(bind_source_fds[i], "", AT_FDCWD, op->path, MOVE_MOUNT_F_EMPTY_PATH) == 0,
+              SBX_STAGE_BIND, "move_mount", op->path);
+        close(bind_source_fds[i]);
+        return;
+    case SBX_OP_MOUNT:
+        if (mount(op->fstype, op->path, op->fstype, op->mount_flags, op->data) < 0) {
+            if (optional && errno == ENOENT)
+                return;
+            fail(error_fd, SBX_STAGE_MOUNT, errno, op->fstype, op->path);
+        }
+        return;
+    case SBX_OP_SYMLINK:
+        CHECK(symlink(op->source, op->path) == 0, SBX_STAGE_SYMLINK, "symlink", op->path);
+        return;
+    case SBX_OP_WRITE_FILE: {
+        unsigned long done = 0;
+        fd = open(op->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, op->mode);
+        CHECK(fd >= 0, SBX_STAGE_WRITE_FILE, "open", op->path);
+        while (done < op->data_len) {
+            ssize_t n = write(fd, op->data + done, op->data_len - done);
+            if (n < 0 && errno == EINTR)
+                continue;
+            CHECK(n > 0, SBX_STAGE_WRITE_FILE, "write", op->path);
+            done += (unsigned long)n;
+        }
+        close(fd);
+        return;
+    }
+    case SBX_OP_MASK:
+        /* The new root's dev/null is a bind of the host's /dev/null (a device
+         * node on a filesystem that allows devices). */
+        if (mount("dev/null", op->path, NULL, MS_BIND, NULL) < 0) {
+            if (optional && errno == ENOENT)
+                return;
+            fail(error_fd, SBX_STAGE_MOUNT, errno, "mask", op->path);
+        }
+        return;
+    case SBX_OP_BIND_SELF_RO:
+        fd = open_tree(AT_FDCWD, op->path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+        if (fd < 0) {
+            if (optional && errno == ENOENT)
+                return;
+            fail(error_fd, SBX_STAGE_READ_ONLY, errno, "open_tree", op->path);
+        }
+        CHECK(set_attr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, op->attr_set) == 0,
+              SBX_STAGE_READ_ONLY, "mount_setattr", op->path);
+        CHECK(move_mount(fd, "", AT_FDCWD, op->path, MOVE_MOUNT_F_EMPTY_PATH) == 0,
+              SBX_STAGE_READ_ONLY, "move_mount", op->path);
+        close(fd);
+        return;
+    default:
+        errno = EINVAL;
+        fail(error_fd, SBX_STAGE_PLAN, EINVAL, "unknown op", op->path);
+    }
+}
+
+static void build_root(const struct sbx_plan *p, int error_fd)
+{
+    int i;
+    open_bind_sources(p, error_fd);
+    /* The new root is a tmpfs in our private mount namespace; only what the
+     * plan puts there exists inside. */
+    CHECK(mount("tmpfs", p->staging_dir, "tmpfs", MS_NOSUID | MS_NODEV, p->root_data) == 0,
+          SBX_STAGE_ROOT_TMPFS, "mount tmpfs", p->staging_dir);
+    CHECK(chdir(p->staging_dir) == 0, SBX_STAGE_ROOT_TMPFS, "chdir", p->staging_dir);
+    for (i = 0; i < p->n_ops; i++)
+        run_op(p, i, error_fd);
+    /* Read-only last, once everything has been written. */
+    for (i = 0; i < p->n_ro_paths; i++)
+        CHECK(set_attr(AT_FDCWD, p->ro_paths[i], 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) == 0,
+              SBX_STAGE_READ_ONLY, "mount_setattr", p->ro_paths[i]);
+    /* pivot_root(".", ".") stacks the old root on the new one; detaching it
+     * leaves no path back to the host tree.  chroot would leave one. */
+    CHECK(syscall(SYS_pivot_root, ".", ".") == 0, SBX_STAGE_PIVOT_ROOT, "pivot_root", p->staging_dir);
+    CHECK(umount2(".", MNT_DETACH) == 0, SBX_STAGE_UMOUNT_OLD, "umount2", "old root");
+    CHECK(chdir("/") == 0, SBX_STAGE_PIVOT_ROOT, "chdir", "/");
+}
+
+static void loopback_up(int error_fd)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK(s >= 0, SBX_STAGE_LOOPBACK, "socket", NULL);
+    memset(&ifr, 0, sizeof ifr);
+    str_copy(ifr.ifr_name, sizeof ifr.ifr_name, 0, "lo");
+    CHECK(ioctl(s, SIOCGIFFLAGS, &ifr) == 0, SBX_STAGE_LOOPBACK, "SIOCGIFFLAGS", "lo");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    CHECK(ioctl(s, SIOCSIFFLAGS, &ifr) == 0, SBX_STAGE_LOOPBACK, "SIOCSIFFLAGS", "lo");
+    close(s);
+}
+
+/* Child fd i <- parent fd fd_map[i]; everything else closes at exec. */
+static int arrange_fds(const struct sbx_plan *p, int error_fd)
+{
+    int i, n = p->n_fd_map;
+    if (n > SBX_MAX_FDS) {
+        errno = E2BIG;
+        fail(error_fd, SBX_STAGE_FDS, E2BIG, "too many fds", NULL);
+    }
+    /* Stage every source above the target range first, so no dup2 clobbers a
+     * source that a later target still needs (or the error pipe). */
+    if (error_fd < n) {
+        error_fd = fcntl(error_fd, F_DUPFD_CLOEXEC, n);
+        if (error_fd < 0)
+            _exit(127);
+    }
+    for (i = 0; i < n; i++) {
+        staged_fds[i] = fcntl(p->fd_map[i], F_DUPFD_CLOEXEC, n);
+        CHECK(staged_fds[i] >= 0, SBX_STAGE_FDS, "dup", NULL);
+    }
+    for (i = 0; i < n; i++)
+        CHECK(dup3(staged_fds[i], i, 0) == i, SBX_STAGE_FDS, "dup3", NULL);
+    /* Inherited descriptors (the supervisor's sockets, other sandboxes' pipes,
+     * anything a caller leaked without O_CLOEXEC) must never reach the payload. */
+    CHECK(syscall(SYS_close_range, (unsigned)n, ~0U, CLOSE_RANGE_CLOEXEC) == 0,
+          SBX_STAGE_FDS, "close_range", NULL);
+    return error_fd;
+}
+
+static void drop_privileges(const struct sbx_plan *p, int error_fd)
+{
+    struct __user_cap_header_struct hdr;
+    struct __user_cap_data_struct data[2];
+    int cap;
+    /* Lock the securebits first (needs CAP_SETPCAP): no root magic on exec, no
+     * keep-caps across setuid, no ambient raise, and none of it undoable. */
+    CHECK(prctl(PR_SET_SECUREBITS,
+                SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED |
+                SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE |
+                SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED, 0, 0, 0) == 0,
+          SBX_STAGE_SECUREBITS, "prctl(PR_SET_SECUREBITS)", NULL);
+    CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == 0,
+          SBX_STAGE_AMBIENT, "prctl(PR_CAP_AMBIENT_CLEAR_ALL)", NULL);
+    /* Empty the bounding set while CAP_SETPCAP is still held. */
+    for (cap = 0; cap <= p->last_cap; cap++)
+        CHECK(prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0, SBX_STAGE_CAPBSET, "prctl(PR_CAPBSET_DROP)", NULL);
+    if (p->set_groups)
+        CHECK(setgroups(0, NULL) == 0, SBX_STAGE_SETGROUPS, "setgroups", NULL);
+    CHECK(setresgid(p->gid, p->gid, p->gid) == 0, SBX_STAGE_SETGID, "setresgid", NULL);
+    CHECK(setresuid(p->uid, p->uid, p->uid) == 0, SBX_STAGE_SETUID, "setresuid", NULL);
+    /* setuid's fixup may keep capabilities when the old uid was not root in this
+     * user namespace, so clear every set explicitly. */
+    memset(&hdr, 0, sizeof hdr);
+    memset(data, 0, sizeof data);
+    hdr.version = _LINUX_CAPABILITY_VERSION_3;
+    CHECK(syscall(SYS_capset, &hdr, data) == 0, SBX_STAGE_CAPSET, "capset", NULL);
+}
+
+static void load_seccomp(const struct sbx_plan *p, int error_fd)
+{
+    struct sock_fprog prog;
+    unsigned long n = p->bpf_len / sizeof(struct sock_filter);
+    if (n == 0 || n > SBX_MAX_BPF_INSNS || p->bpf_len % sizeof(struct sock_filter)) {
+        errno = EINVAL;
+        fail(error_fd, SBX_STAGE_SECCOMP, EINVAL, "bad BPF program length", NULL);
+    }
+    memcpy(bpf_copy, p->bpf, p->bpf_len); /* alignment of the caller's buffer is unknown */
+    prog.len = (unsigned short)n;
+    prog.filter = bpf_copy;
+    CHECK(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0,
+          SBX_STAGE_SECCOMP, "seccomp(SECCOMP_SET_MODE_FILTER)", NULL);
+}
+
+static void __attribute__((noreturn))
+child_main(const struct sbx_plan *p, int error_fd, int sync_fd)
+{
+    int i, err = ENOENT;
+    char c;
+
+    /* 1. Default signal dispositions: nothing of the supervisor's carries over. */
+    reset_signals(error_fd);
+    /* 2. Die with the supervisor (SIGKILL); the sync read below closes the race
+     *    where it died before this prctl. */
+    CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0, SBX_STAGE_DEATHSIG, "prctl(PR_SET_PDEATHSIG)", NULL);
+    /* 3. Wait until the parent wrote uid/gid maps: files created below need a
+     *    mapped fsuid.  EOF means the parent died. */
+    if (p->wait_for_parent) {
+        ssize_t n;
+        do {
+            n = read(sync_fd, &c, 1);
+        } while (n < 0 && errno == EINTR);
+        if (n != 1)
+            fail(error_fd, SBX_STAGE_SYNC, n < 0 ? errno : EPIPE, "parent sync", NULL);
+    }
+    close(sync_fd);
+    /* 4. Join the cgroups (v1) before allocating anything in the sandbox. */
+    for (i = 0; i < p->n_cgroup_procs_fds; i++)
+        CHECK(write(p->cgroup_procs_fds[i], "0", 1) == 1, SBX_STAGE_CGROUP_JOIN, "write cgroup.procs", NULL);
+    /* 5. New cgroup namespace only now, so its root is the sandbox's own cgroup. */
+    if (p->cgroup_ns)
+        CHECK(unshare(CLONE_NEWCGROUP) == 0, SBX_STAGE_CGROUP_NS, "unshare(CLONE_NEWCGROUP)", NULL);
+    /* 6. Private propagation before any mount, so nothing leaks to the host. */
+    if (p->clone_flags & CLONE_NEWNS)
+        CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0,
+              SBX_STAGE_MOUNT_PRIVATE, "mount(MS_REC|MS_PRIVATE)", "/");
+    /* 7. Build the new root and pivot into it (needs CAP_SYS_ADMIN: before the drop). */
+    if (p->new_root)
+        build_root(p, error_fd);
+    /* 8. UTS and loopback need capabilities in the new namespaces. */
+    if (p->hostname)
+        CHECK(sethostname(p->hostname, strlen(p->hostname)) == 0, SBX_STAGE_HOSTNAME, "sethostname", p->hostname);
+    if (p->loopback_up)
+        loopback_up(error_fd);
+    /* 9. New session: no controlling terminal, so no TIOCSTI into the caller's tty. */
+    if (p->new_session)
+        CHECK(setsid() >= 0, SBX_STAGE_SETSID, "setsid", NULL);
+    /* 10. Descriptors before rlimits: a low RLIMIT_NOFILE must not break the shuffle. */
+    error_fd = arrange_fds(p, error_fd);
+    for (i = 0; i < p->n_rlimits; i++) {
+        struct rlimit rl;
+        rl.rlim_cur = p->rlimits[i].soft;
+        rl.rlim_max = p->rlimits[i].hard;
+        CHECK(setrlimit(p->rlimits[i].resource, &rl) == 0, SBX_STAGE_RLIMIT, "setrlimit", NULL);
+    }
+    /* 11. Drop every capability and become the unprivileged uid/gid. */
+    if (p->drop_privileges)
+        drop_privileges(p, error_fd);
+    /* 12. no_new_privs: exec can never gain privileges (and seccomp needs it). */
+    if (p->no_new_privs)
+        CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, SBX_STAGE_NO_NEW_PRIVS, "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
+    if (p->cwd)
+        CHECK(chdir(p->cwd) == 0, SBX_STAGE_CHDIR, "chdir", p->cwd);
+    /* 13. seccomp last: everything above used syscalls the policy denies. */
+    if (p->bpf)
+        load_seccomp(p, error_fd);
+    /* 14. exec, trying the PATH candidates in order like execvp. */
+    for (i = 0; i < p->n_exec_paths; i++) {
+        execve(p->exec_paths[i], (char *const *)p->argv, (char *const *)p->envp);
+        if (errno != ENOENT && errno != ENOTDIR)
+            err = errno;
+    }
+    fail(error_fd, SBX_STAGE_EXEC, err, "execve", p->n_exec_paths ? p->exec_paths[0] : NULL);
+}
+
+int sbx_spawn(const struct sbx_plan *plan, struct sbx_spawn *out)
+{
+    struct sbx_clone_args args;
+    int error_pipe[2], sync_pipe[2], pidfd = -1, saved;
+    long pid;
+
+    if (plan->n_ops > SBX_MAX_OPS || plan->n_fd_map > SBX_MAX_FDS)
+        return -E2BIG;
+    if (pipe2(error_pipe, O_CLOEXEC) < 0)
+        return -errno;
+    if (pipe2(sync_pipe, O_CLOEXEC) < 0) {
+        saved = errno;
+        close(error_pipe[0]);
+        close(error_pipe[1]);
+        return -saved;
+    }
+    memset(&args, 0, sizeof args);
+    args.flags = plan->clone_flags | CLONE_PIDFD;
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = SIGCHLD;
+    if (plan->cgroup_fd >= 0) {
+        /* cgroup v2: born inside its cgroup, no migration on the spawn path. */
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)plan->cgroup_fd;
+    }
+    pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0) {
+        close(error_pipe[0]);
+        close(sync_pipe[1]);
+        child_main(plan, error_pipe[1], sync_pipe[0]);
+    }
+    saved = errno;
+    close(error_pipe[1]);
+    close(sync_pipe[0]);
+    if (pid < 0) {
+        close(error_pipe[0]);
+        close(sync_pipe[1]);
+        return -saved;
+    }
+    out->pid = (int)pid;
+    out->pidfd = pidfd;
+    out->error_fd = error_pipe[0];
+    out->sync_fd = sync_pipe[1];
+    return 0;
+}
+
+int sbx_last_cap(void)
+{
+    int cap;
+    /* Probe the bounding set: PR_CAPBSET_READ fails with EINVAL past the last cap. */
+    for (cap = 0; cap < 64; cap++)
+        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
+            return cap - 1;
+    return 63;
+}

@@ -1,0 +1,155 @@
+/*
+ * sandbox_core.h: the contract between the Python planner and the C applier.
+ *
+ * Python builds a `struct sbx_plan` (flat arrays, pre-encoded strings) before the
+ * clone; the C child walks it with async-signal-safe calls only and execs.  This
+ * header doubles as the cffi cdef (csrc/build_core.py), so it must stay within
+ * what cffi's parser accepts: no macros with bodies, no includes.
+ */
+
+/* Setup stages.  A failing child reports (stage, errno, detail); Python maps the
+ * stage to a typed exception (sandbox/errors.py).  Keep in sync with STAGE_NAMES
+ * there; the numbers are part of the child->parent protocol. */
+enum sbx_stage {
+    SBX_STAGE_NONE = 0,
+    SBX_STAGE_CLONE = 1,          /* clone3 in the parent */
+    SBX_STAGE_SYNC = 2,           /* waiting for the parent (uid maps written) */
+    SBX_STAGE_SIGNALS = 3,        /* resetting signal dispositions */
+    SBX_STAGE_DEATHSIG = 4,       /* PR_SET_PDEATHSIG */
+    SBX_STAGE_CGROUP_JOIN = 5,    /* write 0 to cgroup.procs (v1) */
+    SBX_STAGE_CGROUP_NS = 6,      /* unshare(CLONE_NEWCGROUP) after joining */
+    SBX_STAGE_MOUNT_PRIVATE = 7,  /* make / rprivate */
+    SBX_STAGE_BIND_SOURCE = 8,    /* open_tree of a bind source */
+    SBX_STAGE_ROOT_TMPFS = 9,     /* mount the new root */
+    SBX_STAGE_MKDIR = 10,
+    SBX_STAGE_BIND = 11,          /* mount_setattr / move_mount of a bind */
+    SBX_STAGE_MOUNT = 12,         /* mount(2) of proc/tmpfs */
+    SBX_STAGE_SYMLINK = 13,
+    SBX_STAGE_WRITE_FILE = 14,
+    SBX_STAGE_READ_ONLY = 15,
+    SBX_STAGE_PIVOT_ROOT = 16,
+    SBX_STAGE_UMOUNT_OLD = 17,
+    SBX_STAGE_HOSTNAME = 18,
+    SBX_STAGE_LOOPBACK = 19,
+    SBX_STAGE_SETSID = 20,
+    SBX_STAGE_RLIMIT = 21,
+    SBX_STAGE_FDS = 22,
+    SBX_STAGE_SECUREBITS = 23,
+    SBX_STAGE_CAPBSET = 24,
+    SBX_STAGE_SETGROUPS = 25,
+    SBX_STAGE_SETGID = 26,
+    SBX_STAGE_SETUID = 27,
+    SBX_STAGE_CAPSET = 28,
+    SBX_STAGE_NO_NEW_PRIVS = 29,
+    SBX_STAGE_CHDIR = 30,
+    SBX_STAGE_SECCOMP = 31,
+    SBX_STAGE_EXEC = 32,
+    SBX_STAGE_AMBIENT = 33,
+    SBX_STAGE_PLAN = 34           /* the plan itself is malformed */
+};
+
+/* Mount-tree operations, executed in order relative to the new root. */
+enum sbx_op_kind {
+    SBX_OP_MKDIR = 1,       /* path, mode */
+    SBX_OP_BIND = 2,        /* source (host path) -> path; attr_set; flags */
+    SBX_OP_MOUNT = 3,       /* fstype, path, data, mount flags */
+    SBX_OP_SYMLINK = 4,     /* source = link target, path = link */
+    SBX_OP_WRITE_FILE = 5,  /* path, data (data_len bytes), mode */
+    SBX_OP_BIND_SELF_RO = 6,/* path (inside the new root) re-bound onto itself read-only */
+    SBX_OP_MASK = 7         /* bind the host /dev/null over path (optional if absent) */
+};
+
+/* sbx_op.flags */
+enum sbx_op_flags {
+    SBX_OPT_OPTIONAL = 1,   /* ENOENT on the target is not an error */
+    SBX_OPT_RECURSIVE = 2,  /* bind with submounts (AT_RECURSIVE) */
+    SBX_OPT_CREATE_FILE = 4 /* bind target is a file: create an empty file, not a dir */
+};
+
+struct sbx_op {
+    int kind;
+    int flags;
+    const char *source;
+    const char *path;
+    const char *fstype;
+    const char *data;
+    unsigned long data_len;
+    unsigned long mount_flags;   /* MS_* for SBX_OP_MOUNT */
+    unsigned long long attr_set; /* MOUNT_ATTR_* for SBX_OP_BIND */
+    unsigned int mode;
+};
+
+struct sbx_rlimit {
+    int resource;
+    unsigned long long soft;
+    unsigned long long hard;
+};
+
+struct sbx_plan {
+    /* clone */
+    unsigned long long clone_flags;  /* CLONE_NEW* (never CLONE_NEWCGROUP: see cgroup_ns) */
+    int cgroup_fd;                   /* v2: CLONE_INTO_CGROUP dir fd, or -1 */
+    int wait_for_parent;             /* 1: block until the parent writes the sync byte */
+
+    /* cgroup (v1): fds of cgroup.procs files to write "0" into, before anything else */
+    const int *cgroup_procs_fds;
+    int n_cgroup_procs_fds;
+    int cgroup_ns;                   /* unshare(CLONE_NEWCGROUP) after joining */
+
+    /* filesystem */
+    int new_root;                    /* 0: no pivot_root (mount ns only, caller opted out) */
+    const char *staging_dir;         /* host dir the new root tmpfs is mounted on (in our ns) */
+    const char *root_data;           /* tmpfs options for the root */
+    const struct sbx_op *ops;
+    int n_ops;
+    const char *const *ro_paths;     /* mounts made read-only after all ops (e.g. ".", "dev") */
+    int n_ro_paths;
+
+    /* uts / net */
+    const char *hostname;            /* NULL: leave as is */
+    int loopback_up;
+
+    /* process */
+    int new_session;
+    const struct sbx_rlimit *rlimits;
+    int n_rlimits;
+    const int *fd_map;               /* child fd i <- parent fd fd_map[i], i in [0, n_fd_map) */
+    int n_fd_map;
+    int drop_privileges;             /* caps, securebits, uid/gid */
+    unsigned int uid, gid;           /* as seen inside the sandbox */
+    int set_groups;                  /* 1: setgroups(0, NULL) (needs setgroups "allow") */
+    int last_cap;                    /* highest capability number of this kernel */
+    int no_new_privs;
+    const char *cwd;
+
+    /* seccomp: a ready BPF program (struct sock_filter[]), applied last before exec */
+    const unsigned char *bpf;
+    unsigned long bpf_len;           /* bytes; multiple of 8 */
+
+    /* exec: candidate absolute paths tried in order (PATH search), argv, envp */
+    const char *const *exec_paths;
+    int n_exec_paths;
+    const char *const *argv;         /* NULL-terminated */
+    const char *const *envp;         /* NULL-terminated */
+};
+
+/* What the child reports when setup fails; sent once over the error pipe. */
+struct sbx_error {
+    int stage;
+    int err;
+    char detail[240];
+};
+
+struct sbx_spawn {
+    int pid;
+    int pidfd;
+    int error_fd;   /* read end: EOF without a record means exec succeeded */
+    int sync_fd;    /* write end: one byte releases the child (if wait_for_parent) */
+};
+
+/* Clone a child that applies `plan` and execs.  Returns 0, or -errno with the
+ * clone failure (the child never ran).  Thread-safe; allocates nothing in the child. */
+int sbx_spawn(const struct sbx_plan *plan, struct sbx_spawn *out);
+
+/* Capability helpers for the parent (used by doctor and tests). */
+int sbx_last_cap(void);
