@@ -229,7 +229,6 @@ static void run_op(const struct sbx_plan *p, int i, int error_fd)
 static void build_root(const struct sbx_plan *p, int error_fd)
 {
     int i;
-    open_bind_sources(p, error_fd);
     /* The new root is a tmpfs in our private mount namespace; only what the
      * plan puts there exists inside. */
     CHECK(mount("tmpfs", p->staging_dir, "tmpfs", MS_NOSUID | MS_NODEV, p->root_data) == 0,
@@ -365,6 +364,19 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd)
     if (p->clone_flags & CLONE_NEWNS)
         CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0,
               SBX_STAGE_MOUNT_PRIVATE, "mount(MS_REC|MS_PRIVATE)", "/");
+    /* 6b. Open the bind sources while still the host's root: the host path may
+     *     cross directories only root can search (e.g. /root/.pyenv). */
+    if (p->new_root)
+        open_bind_sources(p, error_fd);
+    /* 6c. In a user namespace that maps only the sandbox uid, becoming it now
+     *     keeps every capability (we were never this namespace's root, so no
+     *     setuid fixup) and gives the files created below a mapped owner. */
+    if (p->early_setid) {
+        if (p->set_groups)
+            CHECK(setgroups(0, NULL) == 0, SBX_STAGE_SETGROUPS, "setgroups", NULL);
+        CHECK(setresgid(p->gid, p->gid, p->gid) == 0, SBX_STAGE_SETGID, "setresgid", NULL);
+        CHECK(setresuid(p->uid, p->uid, p->uid) == 0, SBX_STAGE_SETUID, "setresuid", NULL);
+    }
     /* 7. Build the new root and pivot into it (needs CAP_SYS_ADMIN: before the drop). */
     if (p->new_root)
         build_root(p, error_fd);

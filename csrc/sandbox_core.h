@@ -118,6 +118,7 @@ struct sbx_plan {
     int drop_privileges;             /* caps, securebits, uid/gid */
     unsigned int uid, gid;           /* as seen inside the sandbox */
     int set_groups;                  /* 1: setgroups(0, NULL) (needs setgroups "allow") */
+    int early_setid;                 /* userns: become uid/gid right after the sync, keeping caps */
     int last_cap;                    /* highest capability number of this kernel */
     int no_new_privs;
     const char *cwd;

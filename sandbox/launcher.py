@@ -1,0 +1,327 @@
+"""Spawning and waiting: `spawn()` starts a command in a new sandbox and returns a
+`Sandbox` handle; `run()` spawns, feeds stdin, captures output and waits."""
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from ._core import ffi, lib
+from .config import MiB, Config
+from .errors import NamespaceError, SandboxError, SetupError, SpawnError, error_from_child
+from .namespaces import write_id_maps_in_parent
+from .plan import encoded_plan
+from .supervisor import Supervisor, default_supervisor
+
+PIPE = -1
+DEVNULL = -3
+_ERROR_SIZE = ffi.sizeof("struct sbx_error")
+
+
+@dataclass(frozen=True)
+class Result:
+    """How a sandboxed command ended and what it used."""
+
+    exit_code: int | None        # None when killed by a signal
+    signal: int | None
+    wall_time_s: float
+    cpu_time_s: float            # whole sandbox (cgroup) when cgroups are on, else the command's rusage
+    memory_peak_bytes: int | None  # from the cgroup; None when cgroups are off
+    oom_killed: bool
+    timed_out: bool
+    stdout: bytes | None = None
+    stderr: bytes | None = None
+    output_truncated: bool = False
+
+    @property
+    def returncode(self) -> int:
+        """subprocess-style: exit code, or -N when killed by signal N."""
+        return self.exit_code if self.exit_code is not None else -(self.signal or 0)
+
+    @property
+    def shell_status(self) -> int:
+        """Shell-style: exit code, or 128+N when killed by signal N."""
+        return self.exit_code if self.exit_code is not None else 128 + (self.signal or 0)
+
+
+class Sandbox:
+    """A running sandbox.  Use as a context manager, or call wait()/close()."""
+
+    def __init__(self, pid, pidfd, cgroup, config, stdin, stdout, stderr, supervisor):
+        self.pid = pid
+        self._pidfd = pidfd
+        self._cgroup = cgroup
+        self.config = config
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self._supervisor = supervisor
+        self._started = time.monotonic()
+        self._lock = threading.Lock()
+        self._result: Result | None = None
+        self._status = None
+        self.timed_out = False
+        self.deadline = self._started + config.timeout_s
+        supervisor.watchdog.watch(self.deadline, self._expire)
+
+    # -- signals ---------------------------------------------------------------------
+    def kill(self) -> None:
+        """SIGKILL the sandbox: its pid 1, and with it every process inside."""
+        with self._lock:
+            if self._status is None and self._pidfd >= 0:
+                try:
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self._cgroup is not None and not self.config.enabled("pid"):
+            self._cgroup.kill()
+
+    def _expire(self) -> None:
+        if self._status is None:
+            self.timed_out = True
+            self.kill()
+
+    # -- waiting ---------------------------------------------------------------------
+    def poll(self) -> Result | None:
+        return self.wait(timeout=0) if self._result is None else self._result
+
+    def wait(self, timeout: float | None = None) -> Result | None:
+        """Wait for the command to end (the sandbox's own deadline always applies).
+        Returns None if `timeout` elapsed first."""
+        if self._result is not None:
+            return self._result
+        if not self._wait_pidfd(timeout):
+            return None
+        return self._finish()
+
+    def _wait_pidfd(self, timeout: float | None) -> bool:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._pidfd, selectors.EVENT_READ)
+            return bool(sel.select(timeout))
+
+    def _finish(self, stdout=None, stderr=None, truncated=False) -> Result:
+        with self._lock:
+            if self._result is not None:
+                return self._result
+            _, status, rusage = os.wait4(self.pid, 0)
+            self._status = status
+            os.close(self._pidfd)
+            self._pidfd = -1
+        wall = time.monotonic() - self._started
+        cpu = rusage.ru_utime + rusage.ru_stime
+        peak, oom = None, False
+        if self._cgroup is not None:
+            try:
+                if not self.config.enabled("pid"):
+                    self._cgroup.kill()  # daemons the command left behind
+                stats = self._cgroup.stats()
+                peak, oom = stats.memory_peak_bytes, stats.oom_kills > 0
+                cpu = stats.cpu_time_ns / 1e9
+            finally:
+                self._cgroup.destroy()
+                self._cgroup = None
+        code = os.waitstatus_to_exitcode(status)
+        self._result = Result(
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            wall_time_s=wall, cpu_time_s=cpu, memory_peak_bytes=peak, oom_killed=oom,
+            timed_out=self.timed_out, stdout=stdout, stderr=stderr, output_truncated=truncated,
+        )
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
+        return self._result
+
+    def communicate(self, input: bytes | None = None, max_output: int = 16 * MiB) -> Result:
+        """Feed stdin, collect stdout/stderr (each capped at max_output bytes; the
+        rest is drained and dropped) and wait for the end."""
+        chunks = {"stdout": [], "stderr": []}
+        sizes = {"stdout": 0, "stderr": 0}
+        truncated = False
+        sel = selectors.DefaultSelector()
+        if self.stdin is not None:
+            if input:
+                os.set_blocking(self.stdin.fileno(), False)
+                sel.register(self.stdin, selectors.EVENT_WRITE, "stdin")
+            else:
+                self.stdin.close()
+                self.stdin = None
+        for name in ("stdout", "stderr"):
+            stream = getattr(self, name)
+            if stream is not None:
+                sel.register(stream, selectors.EVENT_READ, name)
+        pending = memoryview(input or b"")
+        try:
+            while sel.get_map():
+                for key, _ in sel.select():
+                    if key.data == "stdin":
+                        try:
+                            n = os.write(key.fileobj.fileno(), pending[:65536])
+                            pending = pending[n:]
+                        except BrokenPipeError:
+                            pending = pending[:0]
+                        if not pending:
+                            sel.unregister(key.fileobj)
+                            key.fileobj.close()
+                            self.stdin = None
+                        continue
+                    data = os.read(key.fileobj.fileno(), 65536)
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        continue
+                    room = max_output - sizes[key.data]
+                    if len(data) > room:
+                        truncated = True
+                        data = data[:room]
+                    if data:
+                        chunks[key.data].append(data)
+                        sizes[key.data] += len(data)
+        finally:
+            sel.close()
+        self._wait_pidfd(None)
+        return self._finish(
+            stdout=b"".join(chunks["stdout"]) if self.stdout is not None else None,
+            stderr=b"".join(chunks["stderr"]) if self.stderr is not None else None,
+            truncated=truncated,
+        )
+
+    def close(self) -> None:
+        """Kill (if still running), reap, and release the cgroup."""
+        if self._result is None:
+            self.kill()
+            self.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _stdio(spec, index: int, fd_map: list, parent_ends: list, child_ends: list):
+    """Resolve a subprocess-style stdio spec into the child's fd and our end."""
+    if spec is None:
+        fd_map.append(index)
+        return None
+    if spec == DEVNULL:
+        fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        child_ends.append(fd)
+        fd_map.append(fd)
+        return None
+    if spec == PIPE:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = (w, r) if index == 0 else (r, w)
+        child_ends.append(theirs)
+        parent_ends.append(ours)
+        fd_map.append(theirs)
+        return os.fdopen(ours, "wb" if index == 0 else "rb", buffering=0)
+    fd_map.append(spec if isinstance(spec, int) else spec.fileno())
+    return None
+
+
+def spawn(argv, config: Config | None = None, *, stdin=None, stdout=None, stderr=None,
+          pass_fds=(), supervisor: Supervisor | None = None) -> Sandbox:
+    """Start `argv` in a new sandbox.  stdio: None (inherit), PIPE, DEVNULL, an fd
+    or a file.  `pass_fds` appear inside as 3, 4, ... in order; every other
+    descriptor is closed.  Raises a SandboxError subclass naming the failed step."""
+    config = (config or Config()).validated()
+    if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
+        raise SandboxError(errno.EINVAL, "argv must be a non-empty list of strings without NUL")
+    supervisor = supervisor or default_supervisor()
+    encoded = encoded_plan(config)
+    cgroup = None
+    if config.enabled("cgroups"):
+        from .cgroups import CgroupLimits
+
+        cgroup = supervisor.cgroups.create(CgroupLimits(memory_bytes=config.memory_mb * MiB,
+                                                        cpus=config.cpus, pids_max=config.pids))
+    fd_map: list[int] = []
+    parent_ends: list[int] = []
+    child_ends: list[int] = []
+    try:
+        streams = [_stdio(spec, i, fd_map, parent_ends, child_ends) for i, spec in enumerate((stdin, stdout, stderr))]
+        fd_map.extend(pass_fds)
+        cplan, keep = encoded.for_spawn(list(argv), fd_map, cgroup.procs_fds if cgroup else (),
+                                        cgroup.clone_fd if cgroup else -1)
+        out = ffi.new("struct sbx_spawn *")
+        rc = supervisor.clone_thread.call(lambda: lib.sbx_spawn(cplan, out))
+        if rc < 0:
+            raise SpawnError(-rc, "clone3")
+    except BaseException:
+        for fd in parent_ends:
+            os.close(fd)
+        if cgroup is not None:
+            cgroup.destroy()
+        raise
+    finally:
+        for fd in child_ends:
+            os.close(fd)
+        if cgroup is not None:
+            cgroup.release_attach_fds()
+    pid, pidfd = out.pid, out.pidfd
+    try:
+        _release_child(encoded.plan.namespaces, pid, out.sync_fd)
+        _check_exec(out.error_fd)
+    except BaseException:
+        _abort(pid, pidfd, cgroup)
+        for s in streams:
+            if s is not None:
+                s.close()
+        raise
+    return Sandbox(pid, pidfd, cgroup, config, *streams, supervisor)
+
+
+def _release_child(ns_plan, pid: int, sync_fd: int) -> None:
+    try:
+        try:
+            write_id_maps_in_parent(ns_plan, pid)
+        except OSError as exc:
+            raise NamespaceError(exc.errno or errno.EIO, f"write uid/gid map of {pid}", "id-maps") from exc
+        os.write(sync_fd, b"\x01")
+    finally:
+        os.close(sync_fd)
+
+
+def _check_exec(error_fd: int) -> None:
+    try:
+        data = b""
+        while True:
+            chunk = os.read(error_fd, _ERROR_SIZE - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(error_fd)
+    if not data:
+        return  # EOF with no record: execve succeeded
+    if len(data) != _ERROR_SIZE:
+        raise SetupError(errno.EPROTO, f"truncated error record ({len(data)} bytes)", "protocol")
+    rec = ffi.from_buffer("struct sbx_error *", bytearray(data))
+    raise error_from_child(rec.stage, rec.err, ffi.string(rec.detail).decode(errors="replace"))
+
+
+def _abort(pid: int, pidfd: int, cgroup) -> None:
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+    os.close(pidfd)
+    if cgroup is not None:
+        cgroup.destroy()
+
+
+def run(argv, config: Config | None = None, *, input: bytes | None = None, capture_output: bool = True,
+        max_output: int = 16 * MiB, pass_fds=(), supervisor: Supervisor | None = None) -> Result:
+    """Run `argv` in a new sandbox to completion and return its Result (with
+    stdout/stderr when captured)."""
+    pipe_or_inherit = PIPE if capture_output else None
+    box = spawn(argv, config, stdin=PIPE if input else DEVNULL, stdout=pipe_or_inherit,
+                stderr=pipe_or_inherit, pass_fds=pass_fds, supervisor=supervisor)
+    try:
+        return box.communicate(input, max_output=max_output)
+    except BaseException:
+        box.close()
+        raise

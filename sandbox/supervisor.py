@@ -1,0 +1,111 @@
+"""Process-wide services every sandbox of one supervisor shares: the cgroup
+manager, the thread that performs clones, and the deadline watchdog.
+
+Why a clone thread: PR_SET_PDEATHSIG fires when the parent *thread* exits, so a
+sandbox cloned from a short-lived worker thread would be killed with it.  Clones
+from the main thread run inline; others are handed to one long-lived thread.
+"""
+from __future__ import annotations
+
+import atexit
+import heapq
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+
+class _CloneThread:
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def call(self, fn):
+        if threading.current_thread() is threading.main_thread():
+            return fn()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="sandbox-clone", daemon=True)
+                self._thread.start()
+        future: Future = Future()
+        self._jobs.put((fn, future))
+        return future.result()
+
+    def _loop(self):
+        while True:
+            fn, future = self._jobs.get()
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed back to the caller's thread
+                future.set_exception(exc)
+
+
+class _Watchdog:
+    """Kills sandboxes whose wall-clock deadline passed, even if nobody waits."""
+
+    def __init__(self):
+        self._heap: list = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+
+    def watch(self, deadline: float, expire) -> None:
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (deadline, self._seq, expire))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="sandbox-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _loop(self):
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                deadline, _, expire = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+            expire()
+
+
+class Supervisor:
+    """Owns the shared services; `sandbox.spawn`/`run` use a default instance."""
+
+    def __init__(self):
+        self.clone_thread = _CloneThread()
+        self.watchdog = _Watchdog()
+        self._cgroups = None
+        self._lock = threading.Lock()
+
+    @property
+    def cgroups(self):
+        with self._lock:
+            if self._cgroups is None:
+                from .cgroups import open_manager
+
+                self._cgroups = open_manager()
+            return self._cgroups
+
+    def close(self) -> None:
+        with self._lock:
+            manager, self._cgroups = self._cgroups, None
+        if manager is not None:
+            manager.close()
+
+
+_default: Supervisor | None = None
+_default_lock = threading.Lock()
+
+
+def default_supervisor() -> Supervisor:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Supervisor()
+            atexit.register(_default.close)
+        return _default
