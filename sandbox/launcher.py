@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import selectors
 import signal
@@ -92,7 +93,8 @@ class Sandbox:
         Returns None if `timeout` elapsed first."""
         if self._result is not None:
             return self._result
-        if not self._wait_pidfd(timeout):
+        # With no timeout, block in wait4 directly: the watchdog enforces the deadline.
+        if timeout is not None and not self._wait_pidfd(timeout):
             return None
         return self._finish()
 
@@ -180,7 +182,6 @@ class Sandbox:
                         sizes[key.data] += len(data)
         finally:
             sel.close()
-        self._wait_pidfd(None)
         return self._finish(
             stdout=b"".join(chunks["stdout"]) if self.stdout is not None else None,
             stderr=b"".join(chunks["stderr"]) if self.stderr is not None else None,
@@ -221,12 +222,21 @@ def _stdio(spec, index: int, fd_map: list, parent_ends: list, child_ends: list):
     return None
 
 
+_DEFAULT_CONFIG = Config()
+
+
+@functools.lru_cache(maxsize=256)
+def _validated(config: Config) -> Config:
+    """Validation is pure, so a config is checked once, not per spawn."""
+    return config.validated()
+
+
 def spawn(argv, config: Config | None = None, *, stdin=None, stdout=None, stderr=None,
           pass_fds=(), supervisor: Supervisor | None = None) -> Sandbox:
     """Start `argv` in a new sandbox.  stdio: None (inherit), PIPE, DEVNULL, an fd
     or a file.  `pass_fds` appear inside as 3, 4, ... in order; every other
     descriptor is closed.  Raises a SandboxError subclass naming the failed step."""
-    config = (config or Config()).validated()
+    config = _validated(config or _DEFAULT_CONFIG)
     if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
         raise SandboxError(errno.EINVAL, "argv must be a non-empty list of strings without NUL")
     supervisor = supervisor or default_supervisor()

@@ -53,11 +53,13 @@ class _Watchdog:
     def watch(self, deadline: float, expire) -> None:
         with self._cond:
             self._seq += 1
+            earliest = not self._heap or deadline < self._heap[0][0]
             heapq.heappush(self._heap, (deadline, self._seq, expire))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="sandbox-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif earliest:
+                self._cond.notify()  # only an earlier deadline changes what the thread sleeps for
 
     def _loop(self):
         while True:

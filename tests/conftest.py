@@ -1,0 +1,163 @@
+"""Shared fixtures: leak checks around every test that runs sandboxes, probes,
+and the markers of the three test tiers.
+
+Tiers: tests/unit (no root, no kernel features), tests/kernel (real sandboxes,
+checked from inside with probes), tests/hostile (adversarial payloads)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REAL_PYTHON = os.path.realpath(sys.executable)
+
+
+def pytest_configure(config):
+    for marker, text in (
+        ("kernel", "runs real sandboxes on this kernel (needs root or user namespaces)"),
+        ("hostile", "adversarial payloads that try to escape or exhaust the sandbox"),
+        ("cgroupv2", "exercises the cgroup v2 backend; runs for real only on a v2 host (tests/v2vm)"),
+        ("v2vm", "boots a QEMU VM with a cgroup v2 kernel"),
+        ("slow", "takes more than a few seconds"),
+    ):
+        config.addinivalue_line("markers", f"{marker}: {text}")
+
+
+def _own_cgroup_dirs():
+    """Every directory below our own cgroup in each hierarchy we might use."""
+    found = set()
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for ctrl in controllers.split(",") if controllers else [""]:
+                base = {"": "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"}.get(
+                    ctrl, f"/sys/fs/cgroup/{ctrl}")
+                root = os.path.join(base, path.lstrip("/"))
+                if not os.path.isdir(root):
+                    continue
+                for dirpath, dirnames, _ in os.walk(root):
+                    for d in dirnames:
+                        full = os.path.join(dirpath, d)
+                        if "sandbox" in full[len(root):]:
+                            found.add(full)
+    return found
+
+
+def _descendant_pids():
+    me = os.getpid()
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, frontier = set(), {me}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in out}
+        out |= frontier
+    return out
+
+
+def _mounts():
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split(" - ")[0].split(" ", 4)[4] for line in f)
+
+
+def _net_namespaces_held():
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("net:"):
+            held.add(target)
+    return held
+
+
+class LeakSnapshot:
+    def __init__(self):
+        self.pids = _descendant_pids()
+        self.mounts = _mounts()
+        self.netns = _net_namespaces_held()
+        self.leaf_cgroups = {d for d in _own_cgroup_dirs() if d.count("sandbox") and os.path.basename(os.path.dirname(d)).startswith("sandbox")}
+
+    def diff(self, later: "LeakSnapshot") -> list[str]:
+        problems = []
+        new_pids = later.pids - self.pids
+        # The cgroup reaper is a long-lived helper of the supervisor, not a sandbox.
+        new_pids = {p for p in new_pids if not _is_reaper(p)}
+        if new_pids:
+            problems.append(f"processes left: {sorted(new_pids)}")
+        if later.mounts != self.mounts:
+            problems.append(f"mounts changed: {sorted(set(later.mounts) ^ set(self.mounts))}")
+        if later.leaf_cgroups - self.leaf_cgroups:
+            problems.append(f"sandbox cgroups left: {sorted(later.leaf_cgroups - self.leaf_cgroups)}")
+        return problems
+
+
+def _is_reaper(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"sandbox.cgroups.reaper" in f.read()
+    except OSError:
+        return True  # already gone
+
+
+@pytest.fixture
+def no_leaks():
+    """Asserts that the test left no processes, mounts or sandbox cgroups."""
+    before = LeakSnapshot()
+    yield
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        problems = before.diff(LeakSnapshot())
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not problems, "; ".join(problems)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_at_exit():
+    """After the whole session and the default supervisor's close(): no cgroup
+    of ours at all (not even an empty parent) and no network namespace held."""
+    yield
+    from sandbox.supervisor import default_supervisor
+
+    default_supervisor().close()
+    leftovers = _own_cgroup_dirs()
+    assert not leftovers, f"cgroups left after close(): {sorted(leftovers)}"
+    assert not _net_namespaces_held(), "network namespaces still held after close()"
+
+
+@pytest.fixture
+def probe_path():
+    """Path of tests/probes/NAME.py, readable inside a sandbox through a bind."""
+    return lambda name: os.path.join(HERE, "probes", name)
+
+
+@pytest.fixture
+def probe_config():
+    """A Config that binds tests/probes read-only at /probes."""
+    from sandbox import Config
+
+    def make(**kwargs):
+        binds = list(kwargs.pop("binds", ())) + [f"{os.path.join(HERE, 'probes')}:/probes"]
+        return Config.create(binds=binds, **kwargs)
+
+    return make
+
+
+def requires_sandbox_privileges():
+    from sandbox.host import detect
+
+    host = detect()
+    return pytest.mark.skipif(not (host.privileged or host.user_namespaces),
+                              reason="needs root or unprivileged user namespaces")
