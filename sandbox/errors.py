@@ -15,7 +15,7 @@ class SandboxError(OSError):
     def __init__(self, err=0, message="", detail=None, *, hint=None):
         self.detail = detail
         self.hint = hint
-        text = f"{self.step}: {message}" if message else self.step
+        text = f"{self.step}{'' if message.startswith('(') else ':'} {message}" if message else self.step
         if err:
             text += f": [{_errno.errorcode.get(err, err)}] {os.strerror(err)}"
         if hint:
@@ -149,5 +149,5 @@ STAGES = {
 def error_from_child(stage, err, detail):
     """Build the typed exception for a child's (stage, errno, detail) record."""
     name, cls = STAGES.get(stage, (f"stage-{stage}", SetupError))
-    exc = cls(err, f"{name}: {detail}" if detail else name, name)
-    return exc
+    label = "" if name == cls.step else f"({name})"
+    return cls(err, f"{label} {detail}".strip() if detail else label, name)
