@@ -12,7 +12,8 @@ import os
 import signal
 import time
 
-_WRITE = os.O_WRONLY | os.O_CLOEXEC
+# O_TRUNC is harmless on cgroupfs and keeps plain-file test doubles exact.
+_WRITE = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC
 
 
 def write_file(path, data):
