@@ -70,9 +70,11 @@ def decode(bpf: bytes) -> list[Insn]:
 
 
 def seccomp_data(nr: int, arch: int, args=(), ip: int = 0) -> bytes:
-    """Pack a struct seccomp_data (native byte order, like the kernel builds it)."""
+    """Pack a struct seccomp_data (native byte order, like the kernel builds it);
+    ``nr`` may be given signed (-1) or unsigned (0xffffffff)."""
     full = (list(args) + [0] * 6)[:6]
-    return struct.pack("=iIQ6Q", nr, arch, ip & (2**64 - 1), *(a & (2**64 - 1) for a in full))
+    return struct.pack("=IIQ6Q", nr & _MASK32, arch, ip & (2**64 - 1),
+                       *(a & (2**64 - 1) for a in full))
 
 
 def run(bpf: bytes | list[Insn], data: bytes) -> int:
