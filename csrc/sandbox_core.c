@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -45,6 +46,7 @@ struct sbx_clone_args {
 static int bind_source_fds[SBX_MAX_OPS];
 static int staged_fds[SBX_MAX_FDS];
 static struct sock_filter bpf_copy[SBX_MAX_BPF_INSNS];
+
 
 static size_t str_copy(char *dst, size_t cap, size_t at, const char *src)
 {
@@ -76,6 +78,94 @@ fail(int error_fd, int stage, int err, const char *what, const char *path)
 
 #define CHECK(cond, stage, what, path) \
     do { if (!(cond)) fail(error_fd, (stage), errno, (what), (path)); } while (0)
+#define CLOSE_OR_FAIL(from, to) \
+    CHECK(syscall(SYS_close_range, (unsigned)(from), (unsigned)(to), 0) == 0, SBX_STAGE_FDS, "close_range", NULL)
+
+#define SBX_MAX_LAUNCH 65536
+#define SBX_MAX_ARGS 4096
+static char launch_buf[SBX_MAX_LAUNCH];
+static const char *launch_ptrs[SBX_MAX_ARGS + 1];
+static int launch_fds[SBX_MAX_FDS];
+
+struct launch_params {
+    const char *const *argv;
+    const char *const *exec_paths;
+    int n_exec_paths;
+    const int *fd_map;
+    int n_fd_map;
+};
+
+/* Close every inherited descriptor but the two we still need: a pre-made
+ * sandbox may wait a long time, and must not keep other sandboxes' pipes open. */
+static void close_all_but(int keep_a, int keep_b, int error_fd)
+{
+    int lo = keep_a < keep_b ? keep_a : keep_b, hi = keep_a < keep_b ? keep_b : keep_a;
+    if (lo > 3)
+        CLOSE_OR_FAIL(3, lo - 1);
+    if (hi > lo + 1)
+        CLOSE_OR_FAIL(lo + 1, hi - 1);
+    CLOSE_OR_FAIL(hi + 1, ~0U);
+}
+
+/* Wait for the launch message of a pre-made sandbox (EOF: the pool was closed). */
+static void receive_launch(int control_fd, int error_fd, struct launch_params *lp)
+{
+    struct sbx_launch hdr;
+    struct iovec iov[2];
+    struct msghdr msg;
+    static char cbuf[CMSG_SPACE(sizeof(int) * SBX_MAX_FDS)];
+    struct cmsghdr *cmsg;
+    ssize_t n;
+    unsigned int i, k = 0, nfds = 0;
+    char *at;
+
+    memset(&msg, 0, sizeof msg);
+    iov[0].iov_base = &hdr;
+    iov[0].iov_len = sizeof hdr;
+    iov[1].iov_base = launch_buf;
+    iov[1].iov_len = sizeof launch_buf - 1;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    do {
+        n = recvmsg(control_fd, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0)
+        _exit(0); /* the supervisor discarded this pre-made sandbox */
+    CHECK(n > 0, SBX_STAGE_LAUNCH, "recvmsg", NULL);
+    if ((size_t)n < sizeof hdr || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+        hdr.strings_len != (size_t)n - sizeof hdr || hdr.n_argv == 0 ||
+        hdr.n_argv + hdr.n_paths + 2 > SBX_MAX_ARGS) {
+        errno = EPROTO;
+        fail(error_fd, SBX_STAGE_LAUNCH, EPROTO, "malformed launch message", NULL);
+    }
+    for (cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+            nfds = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            memcpy(launch_fds, CMSG_DATA(cmsg), nfds * sizeof(int));
+        }
+    }
+    launch_buf[hdr.strings_len] = '\0';
+    /* Split the NUL-separated strings: argv, NULL, exec paths, NULL. */
+    at = launch_buf;
+    for (i = 0; i < hdr.n_argv + hdr.n_paths; i++) {
+        if (at >= launch_buf + hdr.strings_len) {
+            errno = EPROTO;
+            fail(error_fd, SBX_STAGE_LAUNCH, EPROTO, "launch strings truncated", NULL);
+        }
+        if (i == hdr.n_argv)
+            launch_ptrs[k++] = NULL;
+        launch_ptrs[k++] = at;
+        at += strlen(at) + 1;
+    }
+    launch_ptrs[k] = NULL;
+    lp->argv = launch_ptrs;
+    lp->exec_paths = launch_ptrs + hdr.n_argv + 1;
+    lp->n_exec_paths = (int)hdr.n_paths;
+    lp->fd_map = launch_fds;
+    lp->n_fd_map = (int)nfds;
+}
 
 static void reset_signals(int error_fd)
 {
@@ -261,9 +351,9 @@ static void loopback_up(int error_fd)
 }
 
 /* Child fd i <- parent fd fd_map[i]; everything else closes at exec. */
-static int arrange_fds(const struct sbx_plan *p, int error_fd)
+static int arrange_fds(const int *fd_map, int n, int error_fd)
 {
-    int i, n = p->n_fd_map;
+    int i;
     if (n > SBX_MAX_FDS) {
         errno = E2BIG;
         fail(error_fd, SBX_STAGE_FDS, E2BIG, "too many fds", NULL);
@@ -276,7 +366,7 @@ static int arrange_fds(const struct sbx_plan *p, int error_fd)
             _exit(127);
     }
     for (i = 0; i < n; i++) {
-        staged_fds[i] = fcntl(p->fd_map[i], F_DUPFD_CLOEXEC, n);
+        staged_fds[i] = fcntl(fd_map[i], F_DUPFD_CLOEXEC, n);
         CHECK(staged_fds[i] >= 0, SBX_STAGE_FDS, "dup", NULL);
     }
     for (i = 0; i < n; i++)
@@ -333,10 +423,11 @@ static void load_seccomp(const struct sbx_plan *p, int error_fd)
 }
 
 static void __attribute__((noreturn))
-child_main(const struct sbx_plan *p, int error_fd, int sync_fd)
+child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
 {
     int i, err = ENOENT;
     char c;
+    struct launch_params lp;
 
     /* 1. Default signal dispositions: nothing of the supervisor's carries over. */
     reset_signals(error_fd);
@@ -388,8 +479,20 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd)
     /* 9. New session: no controlling terminal, so no TIOCSTI into the caller's tty. */
     if (p->new_session)
         CHECK(setsid() >= 0, SBX_STAGE_SETSID, "setsid", NULL);
+    /* 9b. A pre-made sandbox stops here until it is handed a command: it keeps
+     *     only its error pipe and control socket meanwhile. */
+    lp.argv = p->argv;
+    lp.exec_paths = p->exec_paths;
+    lp.n_exec_paths = p->n_exec_paths;
+    lp.fd_map = p->fd_map;
+    lp.n_fd_map = p->n_fd_map;
+    if (p->deferred_launch) {
+        close_all_but(error_fd, control_fd, error_fd);
+        receive_launch(control_fd, error_fd, &lp);
+        close(control_fd);
+    }
     /* 10. Descriptors before rlimits: a low RLIMIT_NOFILE must not break the shuffle. */
-    error_fd = arrange_fds(p, error_fd);
+    error_fd = arrange_fds(lp.fd_map, lp.n_fd_map, error_fd);
     for (i = 0; i < p->n_rlimits; i++) {
         struct rlimit rl;
         rl.rlim_cur = p->rlimits[i].soft;
@@ -408,18 +511,18 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd)
     if (p->bpf)
         load_seccomp(p, error_fd);
     /* 14. exec, trying the PATH candidates in order like execvp. */
-    for (i = 0; i < p->n_exec_paths; i++) {
-        execve(p->exec_paths[i], (char *const *)p->argv, (char *const *)p->envp);
+    for (i = 0; i < lp.n_exec_paths; i++) {
+        execve(lp.exec_paths[i], (char *const *)lp.argv, (char *const *)p->envp);
         if (errno != ENOENT && errno != ENOTDIR)
             err = errno;
     }
-    fail(error_fd, SBX_STAGE_EXEC, err, "execve", p->n_exec_paths ? p->exec_paths[0] : NULL);
+    fail(error_fd, SBX_STAGE_EXEC, err, "execve", lp.argv[0]);
 }
 
 int sbx_spawn(const struct sbx_plan *plan, struct sbx_spawn *out)
 {
     struct sbx_clone_args args;
-    int error_pipe[2], sync_pipe[2], pidfd = -1, saved;
+    int error_pipe[2], sync_pipe[2], control[2] = {-1, -1}, pidfd = -1, saved;
     long pid;
 
     if (plan->n_ops > SBX_MAX_OPS || plan->n_fd_map > SBX_MAX_FDS)
@@ -430,6 +533,14 @@ int sbx_spawn(const struct sbx_plan *plan, struct sbx_spawn *out)
         saved = errno;
         close(error_pipe[0]);
         close(error_pipe[1]);
+        return -saved;
+    }
+    if (plan->deferred_launch && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control) < 0) {
+        saved = errno;
+        close(error_pipe[0]);
+        close(error_pipe[1]);
+        close(sync_pipe[0]);
+        close(sync_pipe[1]);
         return -saved;
     }
     memset(&args, 0, sizeof args);
@@ -445,16 +556,23 @@ int sbx_spawn(const struct sbx_plan *plan, struct sbx_spawn *out)
     if (pid == 0) {
         close(error_pipe[0]);
         close(sync_pipe[1]);
-        child_main(plan, error_pipe[1], sync_pipe[0]);
+        if (control[0] >= 0)
+            close(control[0]);
+        child_main(plan, error_pipe[1], sync_pipe[0], control[1]);
     }
     saved = errno;
     close(error_pipe[1]);
     close(sync_pipe[0]);
+    if (control[1] >= 0)
+        close(control[1]);
     if (pid < 0) {
         close(error_pipe[0]);
         close(sync_pipe[1]);
+        if (control[0] >= 0)
+            close(control[0]);
         return -saved;
     }
+    out->control_fd = control[0];
     out->pid = (int)pid;
     out->pidfd = pidfd;
     out->error_fd = error_pipe[0];
@@ -470,4 +588,51 @@ int sbx_last_cap(void)
         if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
             return cap - 1;
     return 63;
+}
+
+int sbx_launch(int control_fd, const char *const *argv, int n_argv, const char *const *paths, int n_paths,
+               const int *fds, int n_fds)
+{
+    static __thread char strings[SBX_MAX_LAUNCH];
+    char cbuf[CMSG_SPACE(sizeof(int) * SBX_MAX_FDS)];
+    struct sbx_launch hdr;
+    struct iovec iov[2];
+    struct msghdr msg;
+    struct cmsghdr *cmsg;
+    size_t len = 0, n;
+    int i;
+
+    if (n_fds > SBX_MAX_FDS || n_fds < 0 || n_argv < 1 || n_argv + n_paths + 2 > SBX_MAX_ARGS)
+        return -E2BIG;
+    for (i = 0; i < n_argv + n_paths; i++) {
+        const char *str = i < n_argv ? argv[i] : paths[i - n_argv];
+        n = strlen(str) + 1;
+        if (len + n >= sizeof strings)
+            return -E2BIG;
+        memcpy(strings + len, str, n);
+        len += n;
+    }
+    hdr.n_argv = (unsigned)n_argv;
+    hdr.n_paths = (unsigned)n_paths;
+    hdr.strings_len = (unsigned)len;
+    memset(&msg, 0, sizeof msg);
+    iov[0].iov_base = &hdr;
+    iov[0].iov_len = sizeof hdr;
+    iov[1].iov_base = strings;
+    iov[1].iov_len = len;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    if (n_fds > 0) {
+        memset(cbuf, 0, sizeof cbuf);
+        msg.msg_control = cbuf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n_fds);
+        cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n_fds);
+        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)n_fds);
+    }
+    if (sendmsg(control_fd, &msg, MSG_NOSIGNAL) < 0)
+        return -errno;
+    return 0;
 }

@@ -45,7 +45,8 @@ enum sbx_stage {
     SBX_STAGE_SECCOMP = 31,
     SBX_STAGE_EXEC = 32,
     SBX_STAGE_AMBIENT = 33,
-    SBX_STAGE_PLAN = 34           /* the plan itself is malformed */
+    SBX_STAGE_PLAN = 34,          /* the plan itself is malformed */
+    SBX_STAGE_LAUNCH = 35         /* receiving the launch message (pre-made sandbox) */
 };
 
 /* Mount-tree operations, executed in order relative to the new root. */
@@ -90,6 +91,9 @@ struct sbx_plan {
     unsigned long long clone_flags;  /* CLONE_NEW* (never CLONE_NEWCGROUP: see cgroup_ns) */
     int cgroup_fd;                   /* v2: CLONE_INTO_CGROUP dir fd, or -1 */
     int wait_for_parent;             /* 1: block until the parent writes the sync byte */
+    int deferred_launch;             /* 1: after the namespace/root setup, wait on the control
+                                        socket for a launch message (argv, exec paths, fds):
+                                        a pre-made sandbox.  0: argv/fd_map below are used. */
 
     /* cgroup (v1): fds of cgroup.procs files to write "0" into, before anything else */
     const int *cgroup_procs_fds;
@@ -146,7 +150,21 @@ struct sbx_spawn {
     int pidfd;
     int error_fd;   /* read end: EOF without a record means exec succeeded */
     int sync_fd;    /* write end: one byte releases the child (if wait_for_parent) */
+    int control_fd; /* deferred_launch: our end of the SOCK_SEQPACKET launch channel, else -1 */
 };
+
+/* Launch message (deferred_launch): this header, then n_argv NUL-terminated
+ * strings, then n_paths NUL-terminated exec candidates; the child's fds 0..n-1
+ * travel as SCM_RIGHTS in the same message. */
+struct sbx_launch {
+    unsigned int n_argv;
+    unsigned int n_paths;
+    unsigned int strings_len;
+};
+
+/* Send a launch message to a pre-made sandbox.  Returns 0 or -errno. */
+int sbx_launch(int control_fd, const char *const *argv, int n_argv, const char *const *paths, int n_paths,
+               const int *fds, int n_fds);
 
 /* Clone a child that applies `plan` and execs.  Returns 0, or -errno with the
  * clone failure (the child never ran).  Thread-safe; allocates nothing in the child. */

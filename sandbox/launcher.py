@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from ._core import ffi, lib
 from .config import MiB, Config
-from .errors import NamespaceError, SandboxError, SetupError, SpawnError, error_from_child
-from .namespaces import write_id_maps_in_parent
+from .errors import SandboxError, SetupError, SpawnError, error_from_child
 from .plan import encoded_plan
+from .pool import prepare_shell
 from .supervisor import Supervisor, default_supervisor
 
 PIPE = -1
@@ -237,61 +237,44 @@ def spawn(argv, config: Config | None = None, *, stdin=None, stdout=None, stderr
     or a file.  `pass_fds` appear inside as 3, 4, ... in order; every other
     descriptor is closed.  Raises a SandboxError subclass naming the failed step."""
     config = _validated(config or _DEFAULT_CONFIG)
-    if not argv or not all(isinstance(a, str) and "\0" not in a for a in argv):
+    if not argv or not isinstance(argv[0], str) or not argv[0] or \
+            not all(isinstance(a, str) and "\0" not in a for a in argv):
         raise SandboxError(errno.EINVAL, "argv must be a non-empty list of strings without NUL")
     supervisor = supervisor or default_supervisor()
     encoded = encoded_plan(config)
-    cgroup = None
-    if config.enabled("cgroups"):
-        from .cgroups import CgroupLimits
-
-        cgroup = supervisor.cgroups.create(CgroupLimits(memory_bytes=config.memory_mb * MiB,
-                                                        cpus=config.cpus, pids_max=config.pids))
+    shell = supervisor.pool.take(encoded) or prepare_shell(encoded, supervisor)
+    supervisor.pool.replenish(encoded)
     fd_map: list[int] = []
     parent_ends: list[int] = []
     child_ends: list[int] = []
     try:
         streams = [_stdio(spec, i, fd_map, parent_ends, child_ends) for i, spec in enumerate((stdin, stdout, stderr))]
         fd_map.extend(pass_fds)
-        cplan, keep = encoded.for_spawn(list(argv), fd_map, cgroup.procs_fds if cgroup else (),
-                                        cgroup.clone_fd if cgroup else -1)
-        out = ffi.new("struct sbx_spawn *")
-        rc = supervisor.clone_thread.call(lambda: lib.sbx_spawn(cplan, out))
-        if rc < 0:
-            raise SpawnError(-rc, "clone3")
+        _launch(shell, encoded, list(argv), fd_map)
     except BaseException:
         for fd in parent_ends:
             os.close(fd)
-        if cgroup is not None:
-            cgroup.destroy()
+        shell.discard()
         raise
     finally:
         for fd in child_ends:
             os.close(fd)
-        if cgroup is not None:
-            cgroup.release_attach_fds()
-    pid, pidfd = out.pid, out.pidfd
-    try:
-        _release_child(encoded.plan.namespaces, pid, out.sync_fd)
-        _check_exec(out.error_fd)
-    except BaseException:
-        _abort(pid, pidfd, cgroup)
-        for s in streams:
-            if s is not None:
-                s.close()
-        raise
-    return Sandbox(pid, pidfd, cgroup, config, *streams, supervisor)
+    return Sandbox(shell.pid, shell.pidfd, shell.cgroup, config, *streams, supervisor)
 
 
-def _release_child(ns_plan, pid: int, sync_fd: int) -> None:
-    try:
-        try:
-            write_id_maps_in_parent(ns_plan, pid)
-        except OSError as exc:
-            raise NamespaceError(exc.errno or errno.EIO, f"write uid/gid map of {pid}", "id-maps") from exc
-        os.write(sync_fd, b"\x01")
-    finally:
-        os.close(sync_fd)
+def _launch(shell, encoded, argv: list[str], fd_map: list[int]) -> None:
+    """Hand the command to a pre-made sandbox and wait until it exec'd."""
+    paths = encoded.plan.exec_candidates(argv[0])
+    keep = [ffi.new("char[]", a.encode()) for a in argv + paths]
+    c_argv = ffi.new("char *[]", keep[:len(argv)])
+    c_paths = ffi.new("char *[]", keep[len(argv):] or [ffi.NULL])
+    rc = lib.sbx_launch(shell.control_fd, c_argv, len(argv), c_paths, len(paths), fd_map, len(fd_map))
+    os.close(shell.control_fd)
+    shell.control_fd = -1
+    error_fd, shell.error_fd = shell.error_fd, -1
+    _check_exec(error_fd)  # a setup failure of the shell is reported here, typed
+    if rc < 0:
+        raise SpawnError(-rc, "launch message to the pre-made sandbox")
 
 
 def _check_exec(error_fd: int) -> None:
@@ -310,17 +293,6 @@ def _check_exec(error_fd: int) -> None:
         raise SetupError(errno.EPROTO, f"truncated error record ({len(data)} bytes)", "protocol")
     rec = ffi.from_buffer("struct sbx_error *", bytearray(data))
     raise error_from_child(rec.stage, rec.err, ffi.string(rec.detail).decode(errors="replace"))
-
-
-def _abort(pid: int, pidfd: int, cgroup) -> None:
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    os.waitpid(pid, 0)
-    os.close(pidfd)
-    if cgroup is not None:
-        cgroup.destroy()
 
 
 def run(argv, config: Config | None = None, *, input: bytes | None = None, capture_output: bool = True,

@@ -3,10 +3,11 @@
 Parent-side order of a spawn (launcher.py), one line of why each:
   1. make_plan(config)      pure and cached: every later spawn of the same config is cheap
   2. cgroup create          limits exist before the child can allocate anything
-  3. clone3                 all namespaces at once, owned by the new user namespace
+  3. clone3                 all namespaces at once (in the background when pre-made), owned by the new user namespace
   4. uid/gid maps           the child waits for them: files it creates need a mapped owner
-  5. release the child      it joins its cgroup, builds the root, drops privileges, loads seccomp, execs
-  6. read the error pipe    EOF = exec happened; a record = typed error naming the step
+  5. release the child      it joins its cgroup, builds the root, then waits (a pre-made sandbox, pool.py)
+  6. launch                 argv + fds over the control socket; it drops privileges, loads seccomp, execs
+  7. read the error pipe    EOF = exec happened; a record = typed error naming the step
 The child-side order lives in one place: child_main() in csrc/sandbox_core.c.
 """
 from __future__ import annotations
@@ -163,19 +164,14 @@ class EncodedPlan:
             c.data, c.data_len = self._str(op.data), len(op.data)
         c.mount_flags, c.attr_set, c.mode = op.mount_flags, op.attr_set, op.mode
 
-    def for_spawn(self, argv: list[str], fd_map: list[int], procs_fds, clone_fd: int):
-        """A per-spawn copy of the struct plus the objects that keep it alive."""
+    def for_prepare(self, procs_fds, clone_fd: int):
+        """A per-sandbox copy of the struct (cgroup fds differ), for a pre-made
+        sandbox that receives argv and fds later (sbx_launch)."""
         keep: list = []
         p = ffi.new("struct sbx_plan *")
         p[0] = self.base[0]
         keep.append(p)
-        p.argv = self._strv(argv, keep)
-        paths = self.plan.exec_candidates(argv[0])
-        p.exec_paths = self._strv(paths, keep)
-        p.n_exec_paths = len(paths)
-        fds = ffi.new("int[]", fd_map)
-        keep.append(fds)
-        p.fd_map, p.n_fd_map = fds, len(fd_map)
+        p.deferred_launch = 1
         if procs_fds:
             cg = ffi.new("int[]", list(procs_fds))
             keep.append(cg)

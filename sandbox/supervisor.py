@@ -22,15 +22,26 @@ class _CloneThread:
         self._lock = threading.Lock()
 
     def call(self, fn):
-        if threading.current_thread() is threading.main_thread():
+        """Run fn (which clones) on a thread that outlives its sandboxes."""
+        current = threading.current_thread()
+        if current is threading.main_thread() or current is self._thread:
             return fn()
+        return self.submit(fn).result()
+
+    def submit(self, fn) -> Future:
+        """Queue fn on the clone thread without waiting."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="sandbox-clone", daemon=True)
                 self._thread.start()
         future: Future = Future()
         self._jobs.put((fn, future))
-        return future.result()
+        return future
+
+    def barrier(self) -> None:
+        """Wait until every job queued so far has run."""
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self.submit(lambda: None).result()
 
     def _loop(self):
         while True:
@@ -76,11 +87,16 @@ class _Watchdog:
 
 
 class Supervisor:
-    """Owns the shared services; `sandbox.spawn`/`run` use a default instance."""
+    """Owns the shared services; `sandbox.spawn`/`run` use a default instance.
+    `pool_size` pre-made sandboxes are kept ready per recently used Config
+    (0 turns pre-making off: every spawn then clones on the spot)."""
 
-    def __init__(self):
+    def __init__(self, pool_size: int = 2):
+        from .pool import ShellPool
+
         self.clone_thread = _CloneThread()
         self.watchdog = _Watchdog()
+        self.pool = ShellPool(self, size=pool_size)
         self._cgroups = None
         self._lock = threading.Lock()
 
@@ -93,7 +109,12 @@ class Supervisor:
                 self._cgroups = open_manager()
             return self._cgroups
 
+    def drain_pool(self) -> None:
+        """Discard pre-made sandboxes (they hold processes, cgroups, namespaces)."""
+        self.pool.drain()
+
     def close(self) -> None:
+        self.pool.close()
         with self._lock:
             manager, self._cgroups = self._cgroups, None
         if manager is not None:

@@ -1,0 +1,117 @@
+"""Spawn-and-wait cost of full isolation, against plain subprocess.run and
+bubblewrap, measured interleaved in one run so machine drift cancels.
+
+    python benchmarks/spawn_bench.py [--rounds 200] [--json out.json]
+
+Each round runs every (tool, payload) pair once, in a rotating order; ratios are
+computed round by round (sandbox time / baseline time of the same round) and
+reported as medians with their p10-p90 spread.  Payloads: /bin/true and the real
+Python interpreter (`-c pass`, resolved through the pyenv shim)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import sandbox  # noqa: E402
+from sandbox.host import detect  # noqa: E402
+
+PYTHON = os.path.realpath(sys.executable)
+
+
+def bwrap_argv(payload):
+    host = detect()
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--ro-bind", "/usr", "/usr"]
+    for name, target in host.usr_merged.items():
+        argv += ["--symlink", target, "/" + name] if target else ["--ro-bind", "/" + name, "/" + name]
+    for prefix in host.python.prefixes:
+        argv += ["--ro-bind", prefix, prefix]
+    return argv + ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--"] + payload
+
+
+def make_runners(payload):
+    config = sandbox.Config(disable=frozenset(os.environ.get("BENCH_DISABLE", "").split(",")) - {""})
+    runners = {
+        "subprocess": lambda: subprocess.run(payload, stdin=subprocess.DEVNULL),
+        "sandbox": lambda: sandbox.spawn(payload, config, stdin=sandbox.DEVNULL).wait(),
+    }
+    if shutil.which("bwrap"):
+        argv = bwrap_argv(payload)
+        runners["bwrap"] = lambda: subprocess.run(argv, stdin=subprocess.DEVNULL)
+    return runners
+
+
+def measure(payloads, rounds, warmup):
+    results = {}
+    for label, payload in payloads.items():
+        runners = make_runners(payload)
+        names = list(runners)
+        times = {n: [] for n in names}
+        for r in range(warmup + rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                start = time.perf_counter()
+                runners[name]()
+                elapsed = time.perf_counter() - start
+                if r >= warmup:
+                    times[name].append(elapsed * 1e3)
+        results[label] = times
+    return results
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def summarize(results):
+    rows = []
+    for label, times in results.items():
+        for name, ts in times.items():
+            rows.append({"payload": label, "tool": name, "median_ms": statistics.median(ts),
+                         "p10_ms": pct(ts, 0.1), "p90_ms": pct(ts, 0.9), "n": len(ts)})
+        sb = times["sandbox"]
+        for base in ("subprocess", "bwrap"):
+            if base not in times:
+                continue
+            ratios = [a / b for a, b in zip(sb, times[base])]
+            deltas = [a - b for a, b in zip(sb, times[base])]
+            rows.append({"payload": label, "tool": f"sandbox / {base}", "ratio_median": statistics.median(ratios),
+                         "ratio_p10": pct(ratios, 0.1), "ratio_p90": pct(ratios, 0.9),
+                         "delta_median_ms": statistics.median(deltas)})
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--json", help="write raw results and summary here")
+    args = ap.parse_args(argv)
+    payloads = {"/bin/true": ["/bin/true"], "python -c pass": [PYTHON, "-c", "pass"]}
+    results = measure(payloads, args.rounds, args.warmup)
+    rows = summarize(results)
+    print(f"spawn-and-wait, {args.rounds} interleaved rounds (+{args.warmup} warm-up), kernel {detect().kernel}")
+    for row in rows:
+        if "median_ms" in row:
+            print(f"  {row['payload']:16} {row['tool']:12} median {row['median_ms']:7.3f} ms   "
+                  f"p10-p90 {row['p10_ms']:.3f}-{row['p90_ms']:.3f}")
+        else:
+            print(f"  {row['payload']:16} {row['tool']:22} ratio {row['ratio_median']:.2f}x "
+                  f"(p10-p90 {row['ratio_p10']:.2f}-{row['ratio_p90']:.2f}), delta {row['delta_median_ms']:+.3f} ms")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"summary": rows, "raw_ms": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Pre-made sandboxes.
+
+A *shell* is a sandbox cloned and set up up to the point where it needs the
+command: namespaces created, cgroup joined, root built and pivoted into,
+hostname and loopback set.  It then waits on a control socket.  Launching sends
+argv, exec candidates and the stdio fds; the shell drops privileges, loads
+seccomp and execs.  Preparing shells in the background keeps namespace
+creation, the mount work and the cgroup v1 migration (which can wait ~7 ms for
+an RCU grace period) off the spawn path.
+
+Each shell serves exactly one launch and belongs to one plan (one Config):
+never shared between configurations, never reused."""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+from dataclasses import dataclass
+
+from ._core import ffi, lib
+from .config import MiB
+from .errors import NamespaceError, SpawnError
+from .namespaces import write_id_maps_in_parent
+
+
+@dataclass
+class Shell:
+    pid: int
+    pidfd: int
+    error_fd: int
+    control_fd: int
+    cgroup: object | None
+
+    def discard(self) -> None:
+        """Kill, reap and release everything this unlaunched shell holds."""
+        for fd in (self.control_fd, self.error_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.control_fd = self.error_fd = -1
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+        os.close(self.pidfd)
+        if self.cgroup is not None:
+            self.cgroup.destroy()
+            self.cgroup = None
+
+
+def prepare_shell(encoded, supervisor) -> Shell:
+    """Clone a shell for `encoded` (an EncodedPlan) and release it into setup."""
+    config = encoded.plan.config
+    cgroup = None
+    if config.enabled("cgroups"):
+        from .cgroups import CgroupLimits
+
+        cgroup = supervisor.cgroups.create(CgroupLimits(memory_bytes=config.memory_mb * MiB,
+                                                        cpus=config.cpus, pids_max=config.pids))
+    try:
+        cplan, keep = encoded.for_prepare(cgroup.procs_fds if cgroup else (), cgroup.clone_fd if cgroup else -1)
+        out = ffi.new("struct sbx_spawn *")
+        rc = supervisor.clone_thread.call(lambda: lib.sbx_spawn(cplan, out))
+        if rc < 0:
+            raise SpawnError(-rc, "clone3")
+    except BaseException:
+        if cgroup is not None:
+            cgroup.destroy()
+        raise
+    finally:
+        if cgroup is not None:
+            cgroup.release_attach_fds()
+    shell = Shell(out.pid, out.pidfd, out.error_fd, out.control_fd, cgroup)
+    try:
+        try:
+            write_id_maps_in_parent(encoded.plan.namespaces, shell.pid)
+        except OSError as exc:
+            raise NamespaceError(exc.errno or 5, f"write uid/gid map of {shell.pid}", "id-maps") from exc
+        os.write(out.sync_fd, b"\x01")
+    except BaseException:
+        shell.discard()
+        raise
+    finally:
+        os.close(out.sync_fd)
+    return shell
+
+
+class ShellPool:
+    """Keeps up to `size` shells ready per recently used plan."""
+
+    def __init__(self, supervisor, size: int = 2, max_plans: int = 8):
+        self._supervisor = supervisor
+        self.size = size
+        self._max_plans = max_plans
+        self._ready: collections.OrderedDict = collections.OrderedDict()
+        self._pending: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.failures = 0
+
+    def take(self, encoded) -> Shell | None:
+        with self._lock:
+            shells = self._ready.get(encoded)
+            if shells:
+                self._ready.move_to_end(encoded)
+                return shells.popleft()
+        return None
+
+    def replenish(self, encoded) -> None:
+        """Schedule background preparation up to the target size for this plan."""
+        if self.size <= 0:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            have = len(self._ready.get(encoded, ())) + self._pending[encoded]
+            missing = self.size - have
+            self._pending[encoded] += max(0, missing)
+        for _ in range(missing):
+            self._supervisor.clone_thread.submit(lambda: self._fill(encoded))
+
+    def _fill(self, encoded) -> None:
+        try:
+            shell = prepare_shell(encoded, self._supervisor)
+        except Exception:
+            # The next spawn prepares synchronously and reports the error itself.
+            with self._lock:
+                self._pending[encoded] -= 1
+                self.failures += 1
+            return
+        evicted = []
+        with self._lock:
+            self._pending[encoded] -= 1
+            if self._closed:
+                evicted.append(shell)
+            else:
+                self._ready.setdefault(encoded, collections.deque()).append(shell)
+                self._ready.move_to_end(encoded)
+                while len(self._ready) > self._max_plans:
+                    _, old = self._ready.popitem(last=False)
+                    evicted.extend(old)
+        for old in evicted:
+            old.discard()
+
+    def drain(self) -> None:
+        """Discard every ready shell (waits for preparations in flight)."""
+        self._supervisor.clone_thread.barrier()
+        with self._lock:
+            shells = [s for q in self._ready.values() for s in q]
+            self._ready.clear()
+        for shell in shells:
+            shell.discard()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self.drain()
