@@ -14,6 +14,9 @@ import time
 
 # O_TRUNC is harmless on cgroupfs and keeps plain-file test doubles exact.
 _WRITE = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC
+# cgroupfs says EBUSY for a cgroup with tasks or children; a plain directory
+# with children (the reaper's unit tests) says ENOTEMPTY.
+_BUSY = (errno.EBUSY, errno.ENOTEMPTY)
 
 
 def write_file(path, data):
@@ -159,7 +162,7 @@ def remove_dirs(directories, kill_pass, timeout=5.0, rmdir=os.rmdir):
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                if exc.errno != errno.EBUSY:
+                if exc.errno not in _BUSY:
                     raise
                 busy.append(d)
         if not busy:

@@ -168,6 +168,8 @@ class CgroupManager:
         """A new sandbox cgroup with `limits` (the hot path)."""
         if not isinstance(limits, CgroupLimits):
             raise TypeError(f"limits must be CgroupLimits, not {type(limits).__name__}")
+        if self._closed:
+            raise CgroupSetupError(errno.ESHUTDOWN, f"manager {self._name} is closed")
         if not self._ready:
             with self._lock:
                 if self._closed:
@@ -201,6 +203,11 @@ class CgroupManager:
     def open_cgroups(self) -> list[SandboxCgroup]:
         with self._lock:
             return list(self._open.values())
+
+    def spare_paths(self) -> frozenset[str]:
+        """Directories of the spares (empty, no process, no limits): for leak checks."""
+        with self._lock:
+            return frozenset(d for dirs in self._spares for d in dirs)
 
     def close(self) -> None:
         """Destroy every sandbox cgroup still open, remove the parents, dismiss

@@ -2,7 +2,8 @@
 
 Supervisor side: `Reaper.start(...)` (first CgroupManager.create()) spawns
 
-    <real python> -S -I <this file> --pipe R [--pidfd F] --version V [--freezer D] --dir D ...
+    <real python> -S -I <this file> --tag sandbox.cgroups.reaper --pipe R [--pidfd F]
+        --version V [--freezer D] --dir D ...
 
 in a new session (a kill of the supervisor's process group does not reach it),
 holding the read end R of a pipe whose write end only the supervisor holds
@@ -26,6 +27,7 @@ import subprocess
 import sys
 
 BYE = b"bye"
+TAG = "sandbox.cgroups.reaper"  # in the command line, so ps and leak checks can tell it apart
 CLEANUP_TIMEOUT = 10.0
 
 
@@ -50,7 +52,8 @@ class Reaper:
                 pidfd = os.pidfd_open(os.getpid())
             except (AttributeError, OSError):
                 pidfd = -1  # pipe EOF alone then signals death
-            argv = [exe, "-S", "-I", os.path.abspath(__file__), "--pipe", str(read_fd), "--version", str(version)]
+            argv = [exe, "-S", "-I", os.path.abspath(__file__), "--tag", TAG, "--pipe", str(read_fd),
+                    "--version", str(version)]
             if pidfd >= 0:
                 argv += ["--pidfd", str(pidfd)]
             if freezer_dir:
@@ -108,6 +111,8 @@ def _parse(argv):
             opts["freezer"] = value
         elif flag == "--dir":
             opts["dirs"].append(value)
+        elif flag == "--tag":
+            pass
         else:
             raise SystemExit(f"sandbox cgroup reaper: unknown option {flag}")
     return opts
