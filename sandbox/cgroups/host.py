@@ -64,7 +64,8 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _words(path: str) -> frozenset[str]:
+def read_words(path: str) -> frozenset[str]:
+    """Whitespace-separated words of a file (cgroup.controllers, ...); empty if unreadable."""
     try:
         return frozenset(_read(path).split())
     except OSError:
@@ -129,8 +130,8 @@ def host_from_texts(proc_cgroup: str, mountinfo: str, *, fs_root: str = "", swap
         return CgroupHost(1, tuple(sorted(v1_mounts.items())), tuple(sorted(v1_own.items())), controllers,
                           controllers, frozenset(features), unified_path)
     if unified_path:
-        controllers = _words(os.path.join(unified_path, "cgroup.controllers"))
-        delegated = _words(os.path.join(unified_path, "cgroup.subtree_control"))
+        controllers = read_words(os.path.join(unified_path, "cgroup.controllers"))
+        delegated = read_words(os.path.join(unified_path, "cgroup.subtree_control"))
         probe = _probe_dir(unified_path, unified_mount)
         if probe:
             for name, feature in (("cgroup.kill", "cgroup.kill"), ("cgroup.freeze", "cgroup.freeze"),

@@ -89,15 +89,16 @@ class SandboxCgroup:
 class CgroupManager:
     """Creates and tracks the sandbox cgroups of one supervisor process.  Thread-safe."""
 
-    def __init__(self, host: CgroupHost, *, name_prefix: str = "sandbox", fs=None, reaper: bool = True,
-                 spares: int = DEFAULT_SPARES):
+    def __init__(self, host: CgroupHost, *, name_prefix: str = "sandbox", delegated_root: str | None = None,
+                 fs=None, reaper: bool = True, spares: int = DEFAULT_SPARES):
         check_name_prefix(name_prefix)
         self.host = host
         self.fs = fs or HostFs()
         backend_cls = {1: V1Backend, 2: V2Backend}.get(host.version)
         if backend_cls is None:
             raise CgroupSetupError(errno.EINVAL, f"unknown cgroup version {host.version!r}")
-        self._backend = backend_cls(host, self.fs)  # validates: missing controller -> CgroupSetupError
+        # Validates before any side effect: a missing controller -> CgroupSetupError.
+        self._backend = backend_cls(host, self.fs, delegated_root)
         self._owner_pid = os.getpid()
         self._name = parent_name(name_prefix, self._owner_pid, secrets.token_hex(4))
         self.parent_dirs: tuple[str, ...] = self._backend.parent_dirs(self._name)
@@ -260,9 +261,17 @@ def _close_at_exit(ref) -> None:
             pass  # the reaper was told to clean up
 
 
-def open_manager(host: CgroupHost | None = None, *, name_prefix: str = "sandbox", fs=None,
-                 reaper: bool = True, spares: int = DEFAULT_SPARES) -> CgroupManager:
+def open_manager(host: CgroupHost | None = None, *, name_prefix: str = "sandbox", delegated_root: str | None = None,
+                 fs=None, reaper: bool = True, spares: int = DEFAULT_SPARES) -> CgroupManager:
     """The cgroup manager for this supervisor process (detects the host unless
-    given).  `spares`: empty sandbox directories kept ready (0: mkdir in
-    create()).  `fs` and `reaper=False` are test seams."""
-    return CgroupManager(host or detect_cgroups(), name_prefix=name_prefix, fs=fs, reaper=reaper, spares=spares)
+    given).
+
+    delegated_root  v2 only: the cgroup directory (ours or an ancestor) whose
+                    subtree_control delegates +memory +pids +cpu, to create our
+                    parent in when our own cgroup cannot delegate (it holds
+                    processes).  Default: our own cgroup.  Ignored on v1.
+    spares          empty sandbox directories kept ready (0: mkdir in create()).
+    fs, reaper      test seams (fake cgroupfs; no watchdog process).
+    """
+    return CgroupManager(host or detect_cgroups(), name_prefix=name_prefix, delegated_root=delegated_root, fs=fs,
+                         reaper=reaper, spares=spares)

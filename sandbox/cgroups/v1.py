@@ -71,9 +71,11 @@ def controller(name: str, directory: str) -> Controller:
 class V1Backend:
     version = 1
 
-    def __init__(self, host: CgroupHost, fs):
+    def __init__(self, host: CgroupHost, fs, delegated_root: str | None = None):
         """Validate before any side effect: every needed controller is mounted and
-        our own cgroup in it is visible; swap can be excluded if swap is on."""
+        our own cgroup in it is visible; swap can be excluded if swap is on.
+        `delegated_root` is a v2 notion (v1 cgroups can always nest below our
+        own): ignored here."""
         self.fs = fs
         wanted = list(V1_CONTROLLERS) + (["freezer"] if "freezer" in host.features else [])
         for name in V1_CONTROLLERS:

@@ -1,10 +1,17 @@
 """cgroup v2 backend: one directory in the unified tree; the child is born in it
 through clone3(CLONE_INTO_CGROUP) with `clone_fd`, so nothing migrates.
 
-The parent we create below our own cgroup enables +memory +pids +cpu in its
-cgroup.subtree_control.  That only works if our own cgroup already delegates
-them (its own subtree_control): we never write to a cgroup we did not create,
-so a missing delegation is a CgroupSetupError naming the controller.
+The parent we create enables +memory +pids +cpu in its cgroup.subtree_control.
+That only works if the cgroup it is created in already delegates them (its own
+subtree_control), and we never write to a cgroup we did not create: a missing
+delegation is a CgroupSetupError naming the controller.
+
+By default that cgroup is our own.  But v2's no-internal-process rule means a
+non-root cgroup that holds processes (the supervisor's own) can never delegate
+domain controllers, so on a real v2 host the operator names the delegated
+cgroup instead: `delegated_root`, our own cgroup or one of its ancestors (e.g.
+the unit systemd delegated with Delegate=yes, with the supervisor in a leaf
+below it).  We only mkdir inside it.
 """
 from __future__ import annotations
 
@@ -14,46 +21,59 @@ import os
 from ..errors import CgroupSetupError
 from . import _teardown
 from ._common import WRITE_FLAGS, setup_error, write_value
-from .host import LIMIT_CONTROLLERS, CgroupHost
+from .host import LIMIT_CONTROLLERS, CgroupHost, read_words
 from .limits import CgroupLimits, CgroupStats, v2_limit_writes
 from .parse import parse_int, parse_keyed
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
-_DELEGATION_HINT = ("cgroup v2 forbids enabling controllers for children of a cgroup that holds processes, "
-                    "so the supervisor must start in a cgroup whose subtree_control already enables "
-                    "+memory +pids +cpu (the root cgroup, or one prepared by the operator/systemd "
-                    "Delegate=yes with the supervisor in a leaf below it)")
+_DELEGATION_HINT = ("cgroup v2 forbids enabling controllers for the children of a non-root cgroup that holds "
+                    "processes (no internal processes), so our own cgroup cannot delegate them; run the "
+                    "supervisor in a leaf below a cgroup whose subtree_control enables +memory +pids +cpu "
+                    "(systemd Delegate=yes) and pass that cgroup as open_manager(delegated_root=...), "
+                    "or run in the root cgroup")
 
 
 class V2Backend:
     version = 2
 
-    def __init__(self, host: CgroupHost, fs):
-        """Validate before any side effect: the controllers reach our cgroup and
-        our cgroup delegates them to children."""
+    def __init__(self, host: CgroupHost, fs, delegated_root: str | None = None):
+        """Validate before any side effect: the controllers reach the base cgroup
+        (our own, or `delegated_root`) and it delegates them to children."""
         self.fs = fs
         own = host.unified_path
         if not own:
             raise CgroupSetupError(errno.ENOENT, "cgroup2 is not mounted (or our cgroup in it is not visible)",
                                    hint="mount -t cgroup2 none /sys/fs/cgroup")
-        self.own = own
+        base, controllers, delegated = own, host.controllers, host.delegated
+        if delegated_root is not None:
+            base = os.path.normpath(delegated_root)
+            if own != base and not own.startswith(base.rstrip("/") + "/"):
+                raise CgroupSetupError(errno.EINVAL, f"delegated_root {base} is neither our own cgroup {own} "
+                                       "nor one of its ancestors",
+                                       hint="pass the cgroup2 directory that was delegated to the supervisor")
+            if not os.path.exists(os.path.join(base, "cgroup.subtree_control")):
+                raise CgroupSetupError(errno.ENOENT, f"delegated_root {base} is not a cgroup2 directory "
+                                       "(no cgroup.subtree_control)")
+            controllers = read_words(os.path.join(base, "cgroup.controllers"))
+            delegated = read_words(os.path.join(base, "cgroup.subtree_control"))
+        self.base = base
         for name in LIMIT_CONTROLLERS:
-            if name not in host.controllers:
-                raise CgroupSetupError(errno.ENOENT, f"{name}: controller not available to our cgroup "
-                                       f"({own}/cgroup.controllers lacks it)",
+            if name not in controllers:
+                raise CgroupSetupError(errno.ENOENT, f"{name}: controller not available to {base} "
+                                       "(its cgroup.controllers lacks it)",
                                        hint=f"enable +{name} in the subtree_control of every ancestor, "
                                        "or run without the 'cgroups' layer")
-            if name not in host.delegated:
+            if name not in delegated:
                 raise CgroupSetupError(errno.ENOENT, f"{name}: controller is not delegated: "
-                                       f"{own}/cgroup.subtree_control lacks it, so our sandbox cgroups "
+                                       f"{base}/cgroup.subtree_control lacks it, so our sandbox cgroups "
                                        f"cannot get it", hint=_DELEGATION_HINT)
         self.features = set(host.features)
-        self.hierarchies = ((own, LIMIT_CONTROLLERS),)
+        self.hierarchies = ((base, LIMIT_CONTROLLERS),)
 
     # -- parent ------------------------------------------------------------
     def parent_dirs(self, name: str) -> tuple[str, ...]:
-        return (os.path.join(self.own, name),)
+        return (os.path.join(self.base, name),)
 
     def setup_parent(self, dirs: tuple[str, ...]) -> None:
         """mkdir the parent, give its children memory/pids/cpu, then learn the

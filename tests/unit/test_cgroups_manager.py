@@ -284,3 +284,49 @@ def test_v2_controller_not_available(tmp_path):
     host = host_from_texts(cg_text, mi, fs_root=root)
     with pytest.raises(CgroupSetupError, match="pids: controller not available"):
         open_manager(host, fs=fs, reaper=False)
+
+
+@pytest.mark.cgroupv2
+def test_v2_leaf_layout_needs_delegated_root(tmp_path):
+    """The usual v2 host: our cgroup holds us, so it cannot delegate; the
+    cgroup above it does (systemd Delegate=yes, or tests/v2vm's "leaf" layout)."""
+    from sandbox.cgroups._fakefs import V2_FILES, populate
+
+    root = str(tmp_path)
+    cg_text, mi, fs = build_v2_tree(root, own="/test/runner", subtree="")
+    populate(root + "/sys/fs/cgroup/test", {**V2_FILES, "cgroup.controllers": "cpu memory pids\n",
+                                            "cgroup.subtree_control": "cpu memory pids\n"})
+    host = host_from_texts(cg_text, mi, fs_root=root)
+    with pytest.raises(CgroupSetupError, match="not delegated") as exc:
+        open_manager(host, fs=fs, reaper=False)
+    assert "delegated_root" in exc.value.hint
+    with pytest.raises(CgroupSetupError, match="ancestors"):
+        open_manager(host, fs=fs, reaper=False, delegated_root=root + "/sys/fs/cgroup/other")
+    delegated = root + "/sys/fs/cgroup/test"
+    with open_manager(host, fs=fs, reaper=False, delegated_root=delegated + "/") as m:
+        cg = m.create(LIMITS)
+        assert os.path.dirname(os.path.dirname(cg.dirs[0])) == delegated
+        assert read(delegated + "/cgroup.subtree_control") == "cpu memory pids\n"  # never written
+        cg.destroy()
+    assert sorted(os.listdir(delegated)) == sorted(V2_FILES) + ["runner"]
+
+
+def test_concurrent_create_destroy_from_threads(v1):
+    import threading
+
+    host, fs, _own = v1
+    errors = []
+    with open_manager(host, fs=fs, reaper=False) as m:
+        def worker():
+            try:
+                for _ in range(10):
+                    m.create(LIMITS).destroy()
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and m.open_cgroups() == []
