@@ -1,0 +1,114 @@
+"""Host-side helpers for the kernel and hostile tests (this file is never run
+inside a sandbox, although it is visible there like every file in tests/probes).
+
+    result, out = run_probe(probe_config(), "inspect_self.py")
+
+runs ``python3 -B /probes/inspect_self.py`` in a real sandbox and returns the
+Result and the JSON object the probe printed last (None if it printed none).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+import sandbox
+import sandbox.supervisor as supervisor_module
+from sandbox.supervisor import Supervisor
+
+PROBES = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(PROBES))
+REAL_PYTHON = os.path.realpath(sys.executable)
+# Inside, `python3` is the same interpreter (its bin dir is first in PATH).
+PY = ("python3", "-B")
+
+
+@pytest.fixture(autouse=True)
+def fresh_supervisor(no_leaks, monkeypatch):
+    """Imported (autouse) by every kernel/hostile test module, so every test in
+    them runs under no_leaks.
+
+    Each test gets its own default Supervisor, closed at teardown *before*
+    no_leaks (which this fixture depends on, so it is torn down after it)
+    looks.  Closing discards what a supervisor legitimately keeps between
+    spawns -- pre-made sandboxes per Config (sandbox/pool.py) and empty spare
+    cgroups (CgroupManager.spare_paths) -- which no_leaks would otherwise
+    report as leaks of the test.  Real leaks (a sandbox process or a busy
+    cgroup that close() cannot remove) are still caught."""
+    sup = Supervisor()
+    monkeypatch.setattr(supervisor_module, "_default", sup)
+    yield sup
+    sup.close()
+
+
+def probe_argv(script: str, *args: str) -> list[str]:
+    return [*PY, f"/probes/{script}", *args]
+
+
+def last_json(data: bytes | None):
+    for line in reversed((data or b"").decode(errors="replace").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def run_probe(config: sandbox.Config, script: str, *args: str, input: bytes | None = None,
+              pass_fds=()) -> tuple[sandbox.Result, dict | None]:
+    result = sandbox.run(probe_argv(script, *args), config, input=input, pass_fds=pass_fds)
+    return result, last_json(result.stdout)
+
+
+def expect_probe(config: sandbox.Config, script: str, *args: str, **kw) -> dict:
+    """run_probe, asserting the probe exited 0 and printed its JSON."""
+    result, out = run_probe(config, script, *args, **kw)
+    assert result.exit_code == 0 and out is not None, (
+        f"probe {script} {args} failed: {result.returncode=}\n"
+        f"stdout: {result.stdout[-2000:]!r}\nstderr: {result.stderr[-4000:]!r}")
+    return out
+
+
+def host_status(pid: int) -> dict:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
+def pids_in_pid_namespace(ns_link: str) -> set[int]:
+    """Host pids of every process whose pid namespace is `ns_link` ("pid:[N]")."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == ns_link:
+                    found.add(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def sandbox_env() -> dict:
+    """Environment for a host subprocess that imports the sandbox package."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+# --- TEMPORARY development switch (removed once sandbox/seccomp and sandbox/cgroups land) ---
+DEV_DISABLE = tuple(x for x in os.environ.get("SBX_TEST_DEV_DISABLE", "").split(",") if x)
+if DEV_DISABLE:
+    _create = sandbox.Config.create.__func__
+
+    def _dev_create(cls, *, disable=(), **kw):
+        return _create(cls, disable=tuple(disable) + DEV_DISABLE, **kw)
+
+    sandbox.Config.create = classmethod(_dev_create)
+    sandbox.launcher._DEFAULT_CONFIG = sandbox.Config.create()
