@@ -101,14 +101,3 @@ def sandbox_env() -> dict:
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
-
-# --- TEMPORARY development switch (removed once sandbox/seccomp and sandbox/cgroups land) ---
-DEV_DISABLE = tuple(x for x in os.environ.get("SBX_TEST_DEV_DISABLE", "").split(",") if x)
-if DEV_DISABLE:
-    _create = sandbox.Config.create.__func__
-
-    def _dev_create(cls, *, disable=(), **kw):
-        return _create(cls, disable=tuple(disable) + DEV_DISABLE, **kw)
-
-    sandbox.Config.create = classmethod(_dev_create)
-    sandbox.launcher._DEFAULT_CONFIG = sandbox.Config.create()

@@ -10,6 +10,7 @@ import stat
 import sys
 
 import probelib as P
+import syscall_table as T
 
 NAMESPACES = ("pid", "mnt", "net", "ipc", "uts", "user", "cgroup")
 
@@ -57,6 +58,7 @@ def main():
         "net_dev": _net_dev(),
         "proc_cgroup": open("/proc/self/cgroup").read().splitlines(),
         "tty_nr": int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[4]),
+        "securebits": P.prctl(T.PR_GET_SECUREBITS),
         "max_user_namespaces": open("/proc/sys/user/max_user_namespaces").read().strip(),
     })
 

@@ -42,6 +42,14 @@ def syscall(name: str, *args) -> tuple[int, int]:
     return ret, (ctypes.get_errno() if ret == -1 else 0)
 
 
+def prctl(option: int, *args: int) -> int:
+    ctypes.set_errno(0)
+    ret = _libc.prctl(ctypes.c_int(option), *[ctypes.c_ulong(a) for a in (args + (0, 0, 0, 0))[:4]])
+    if ret < 0:
+        raise OSError(ctypes.get_errno(), "prctl")
+    return ret
+
+
 def try_syscall(name: str, *args) -> str:
     """bubblewrap's try-syscall: the errno name of `name(*args)`, or "OK".
     A descriptor returned on success is closed."""
