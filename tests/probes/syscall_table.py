@@ -13,6 +13,8 @@ nowhere else.  Sources:
   BPF_*         <linux/bpf.h> (enum bpf_cmd)
   PERF_*        <linux/perf_event.h>
   OPEN_TREE_CLONE        <linux/mount.h>
+  PR_*, SECBIT_*         <linux/prctl.h>, <linux/securebits.h>
+  NETLINK_*     <linux/netlink.h> (the ones the socket module lacks)
 
 tests/kernel/test_isolation_probes.py checks every syscall number against
 libseccomp's table and every flag against the sandbox's C core on the host,
@@ -97,7 +99,12 @@ PERF_FLAG_EXCLUDE_HV = 1 << 6
 
 OPEN_TREE_CLONE = 1
 
-# <linux/prctl.h>, <linux/securebits.h>
+NETLINK_SOCK_DIAG = 4
+NETLINK_AUDIT = 9
+NETLINK_NETFILTER = 12
+NETLINK_KOBJECT_UEVENT = 15
+NETLINK_GENERIC = 16
+
 PR_GET_SECUREBITS = 27
 SECBIT_NOROOT = 1 << 0
 SECBIT_NOROOT_LOCKED = 1 << 1
