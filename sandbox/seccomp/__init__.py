@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import PolicyError
 from .compiler import CompiledPolicy, cache_info, clear_cache, compile_file, pfc
-from .lint import Finding, lint
+from .linter import Finding, lint
 from .model import Action, Comparison, Location, Policy, Rule
 
 __all__ = [

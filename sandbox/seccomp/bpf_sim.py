@@ -43,6 +43,21 @@ _ALU_OPS = {
     0xA0: lambda a, b: a ^ b,
 }
 
+# Mnemonics for hand-written programs (tests, docs): name -> opcode.
+OPCODES = {
+    "ld [k]": _LD | _W | _ABS, "ldh [k]": _LD | 0x08 | _ABS, "ld #k": _LD | _IMM,
+    "ld len": _LD | _LEN, "ld M[k]": _LD | _MEM, "ldx #k": _LDX | _IMM, "ldx M[k]": _LDX | _MEM,
+    "st M[k]": _ST, "stx M[k]": _STX,
+    "add #k": _ALU | 0x00 | _K, "sub #k": _ALU | 0x10 | _K, "mul #k": _ALU | 0x20 | _K,
+    "div #k": _ALU | 0x30 | _K, "div x": _ALU | 0x30 | _X, "or #k": _ALU | 0x40 | _K,
+    "and #k": _ALU | 0x50 | _K, "lsh #k": _ALU | 0x60 | _K, "rsh #k": _ALU | 0x70 | _K,
+    "neg": _ALU | 0x80, "mod #k": _ALU | 0x90 | _K, "xor #k": _ALU | 0xA0 | _K,
+    "add x": _ALU | 0x00 | _X,
+    "ja": _JMP | _JA, "jeq #k": _JMP | _JEQ | _K, "jgt #k": _JMP | _JGT | _K,
+    "jge #k": _JMP | _JGE | _K, "jset #k": _JMP | _JSET | _K, "jeq x": _JMP | _JEQ | _X,
+    "ret #k": _RET | _K, "ret a": _RET | _A, "tax": _MISC | _TAX, "txa": _MISC | _TXA,
+}
+
 _INSN = struct.Struct("=HBBI")  # struct sock_filter, native byte order
 SECCOMP_DATA_SIZE = 64  # sizeof(struct seccomp_data): int nr, u32 arch, u64 ip, u64 args[6]
 
@@ -57,6 +72,15 @@ class Insn:
     jt: int
     jf: int
     k: int
+
+
+def assemble(program) -> bytes:
+    """``[(mnemonic, k), (mnemonic, k, jt, jf), ...]`` -> raw sock_filter bytes."""
+    out = bytearray()
+    for item in program:
+        name, k, jt, jf = (tuple(item) + (0, 0))[:4]
+        out += _INSN.pack(OPCODES[name], jt, jf, k & _MASK32)
+    return bytes(out)
 
 
 def decode(bpf: bytes) -> list[Insn]:
@@ -177,3 +201,44 @@ def _jump(ins: Insn, pc: int, acc: int, idx: int, count: int) -> int:
     if target >= count:
         raise BpfError(f"insn {pc - 1}: jump past the end of the program")
     return target
+
+
+def kernel_caches_allow(bpf: bytes | list[Insn], nr: int, arch: int) -> bool:
+    """Would the kernel's constant-action cache (Linux >= 5.11,
+    kernel/seccomp.c ``seccomp_is_const_allow``) skip this filter for ``nr``?
+
+    Mirrors the kernel's emulation: only loads of ``nr``/``arch``, ``AND K``,
+    ``JA`` and ``JEQ/JGE/JGT/JSET K`` may be executed before a ``RET K`` that
+    returns ALLOW; touching the arguments or the instruction pointer, or any
+    other instruction, makes the verdict uncacheable.
+    """
+    insns = decode(bpf) if isinstance(bpf, (bytes, bytearray)) else bpf
+    data = seccomp_data(nr, arch)
+    acc = pc = 0
+    while pc < len(insns):
+        ins = insns[pc]
+        pc += 1
+        cls, op = ins.code & _CLASS, ins.code & _OP
+        if ins.code == _LD | _W | _ABS:
+            if ins.k not in (0, 4):  # offsetof(seccomp_data, nr), offsetof(..., arch)
+                return False
+            acc = int.from_bytes(data[ins.k:ins.k + 4], sys.byteorder)
+        elif cls == _RET and ins.code & _RVAL == _K:
+            return ins.k == _allow_value()
+        elif ins.code == _JMP | _JA:
+            pc += ins.k
+        elif cls == _JMP and ins.code & _SRC == _K and op in (_JEQ, _JGE, _JGT, _JSET):
+            taken = {_JEQ: acc == ins.k, _JGE: acc >= ins.k, _JGT: acc > ins.k,
+                     _JSET: bool(acc & ins.k)}[op]
+            pc += ins.jt if taken else ins.jf
+        elif ins.code == _ALU | 0x50 | _K:  # AND K
+            acc &= ins.k
+        else:
+            return False
+    return False
+
+
+def _allow_value() -> int:
+    import pyseccomp  # SCMP_ACT_ALLOW == SECCOMP_RET_ALLOW
+
+    return pyseccomp.ALLOW

@@ -54,7 +54,10 @@ class Entry:
 class SyscallPlan:
     nr: int
     tree: "Leaf | Node"
-    paths: tuple[tuple[Action, tuple[tuple[int, int, int], ...]], ...]  # (action, (arg, mask, value)...)
+    # (action, ((arg, mask, value), ...)) per libseccomp rule; None if there would be
+    # more than MAX_PATHS_PER_SYSCALL of them (path_count says how many)
+    paths: tuple[tuple[Action, tuple[tuple[int, int, int], ...]], ...] | None
+    path_count: int
     unreachable: tuple[tuple[int, frozenset[int]], ...]  # (rule index, indices of shadowing rules)
 
 
@@ -83,10 +86,20 @@ def plan_syscall(nr: int, rules: tuple[Rule, ...], default: Action) -> SyscallPl
     winners: set[int] = set()
     shadowed: dict[int, set[int]] = {}
     tree = _build(entries_for(rules), default, winners, shadowed)
-    paths = tuple(p for p in _paths(tree, ()) if p[0] != default)
+    count = _count(tree, default)
+    paths = None
+    if count <= MAX_PATHS_PER_SYSCALL:
+        paths = tuple(p for p in _paths(tree, ()) if p[0] != default)
     unreachable = tuple((i, frozenset(shadowed.get(i, ()))) for i in range(len(rules))
                         if i not in winners)
-    return SyscallPlan(nr, tree, paths, unreachable)
+    return SyscallPlan(nr, tree, paths, count, unreachable)
+
+
+def _count(tree, default: Action) -> int:
+    """How many non-default paths the tree has, without listing them."""
+    if isinstance(tree, Leaf):
+        return 0 if tree.action == default else 1
+    return sum(len(cube_set) * _count(sub, default) for cube_set, sub in tree.branches)
 
 
 def _build(entries: list[Entry], default: Action, winners: set[int],

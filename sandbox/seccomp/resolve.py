@@ -132,8 +132,8 @@ def check_reachable(policy: Policy) -> None:
             raise fail(rule.location, f"{what}: rule '{rule}' never applies, {lines} already "
                                       f"decide{'s' if len(earlier) == 1 else ''} every "
                                       f"{rule.syscall} call it matches", "rules")
-        if len(result.paths) > plan.MAX_PATHS_PER_SYSCALL:
+        if result.paths is None:
             raise fail(rules[0].location, f"the conditions on {rules[0].syscall} need "
-                                          f"{len(result.paths)} BPF branches (limit "
+                                          f"{result.path_count} libseccomp rules (limit "
                                           f"{plan.MAX_PATHS_PER_SYSCALL}); simplify them",
                        "rules")
