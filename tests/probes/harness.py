@@ -101,3 +101,22 @@ def sandbox_env() -> dict:
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
+
+
+def cgroup_dirs_of_supervisor(pid: int) -> list[str]:
+    """Cgroup directories a supervisor with host pid `pid` made below our own
+    cgroups (named <prefix>-<pid>-<random> by sandbox.cgroups)."""
+    found = []
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for ctrl in controllers.split(",") if controllers else ["unified"]:
+                base = os.path.join("/sys/fs/cgroup", ctrl, path.lstrip("/"))
+                if ctrl == "unified" and not os.path.isdir(base):
+                    base = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
+                try:
+                    names = os.listdir(base)
+                except OSError:
+                    continue
+                found += [os.path.join(base, n) for n in names if f"-{pid}-" in n]
+    return sorted(set(found))

@@ -1,0 +1,152 @@
+"""Resource limits and lifetime, on real sandboxes: memory (OOM kill reported),
+processes (pids limit), CPU quota, wall-clock timeout, daemons left behind,
+and the death of the supervisor."""
+import json
+import os
+import select
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import sandbox
+from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
+from probes.harness import PROBES, REAL_PYTHON, cgroup_dirs_of_supervisor, pids_in_pid_namespace, probe_argv, run_probe, sandbox_env
+
+pytestmark = pytest.mark.kernel
+
+MiB = 1 << 20
+
+
+def test_memory_bomb_is_oom_killed_and_reported(probe_config):
+    result, _ = run_probe(probe_config(memory_mb=64), "bombs.py", "memory")
+    assert result.oom_killed, result
+    assert result.signal == signal.SIGKILL, result
+    assert result.returncode == -signal.SIGKILL and result.shell_status == 128 + signal.SIGKILL
+    assert result.memory_peak_bytes is not None
+    assert 48 * MiB <= result.memory_peak_bytes <= 66 * MiB, result.memory_peak_bytes
+
+
+def test_ordinary_command_is_not_reported_oom(probe_config):
+    result, _ = run_probe(probe_config(memory_mb=64), "bombs.py", "sleep", "0")
+    assert result.exit_code == 0 and not result.oom_killed and not result.timed_out, result
+    assert 0 < result.memory_peak_bytes < 64 * MiB
+
+
+def test_pids_limit_stops_fork(probe_config):
+    result, out = run_probe(probe_config(pids=16), "bombs.py", "forkcount")
+    assert result.exit_code == 0 and out, result
+    assert out["errno"] == "EAGAIN", out
+    assert out["forked"] < 16, out
+
+
+def test_fork_bomb_is_contained(probe_config):
+    """A real fork bomb: every process forks.  Seen from the host, the sandbox
+    never holds more than its pids limit, the host can still fork, and the
+    bomb's end is reported."""
+    box = sandbox.spawn(probe_argv("bombs.py", "forkbomb", "2"), probe_config(pids=16, timeout_s=20),
+                        stdin=sandbox.DEVNULL, stdout=sandbox.PIPE, stderr=sandbox.PIPE)
+    with box:
+        ns = os.readlink(f"/proc/{box.pid}/ns/pid")
+        most = 0
+        while box.poll() is None:
+            most = max(most, len(pids_in_pid_namespace(ns)))
+            time.sleep(0.05)
+        result = box.wait()
+    assert 4 <= most <= 16, f"{most} processes seen in the sandbox (pids limit 16)"
+    assert result.exit_code == 0, result
+    assert not pids_in_pid_namespace(ns)
+    host_child = subprocess.run(["true"])
+    assert host_child.returncode == 0
+
+
+def test_cpu_quota_gives_about_half_a_cpu(probe_config):
+    result, out = run_probe(probe_config(cpus=0.5), "bombs.py", "busy", "2")
+    assert result.exit_code == 0 and out, result
+    share = result.cpu_time_s / result.wall_time_s
+    assert 0.3 <= share <= 0.7, f"cpu {result.cpu_time_s:.2f}s over wall {result.wall_time_s:.2f}s = {share:.2f}"
+
+
+def test_timeout_kills_and_is_reported(probe_config):
+    result, _ = run_probe(probe_config(timeout_s=1), "bombs.py", "sleep", "30")
+    assert result.timed_out, result
+    assert result.signal == signal.SIGKILL, result
+    assert 0.9 <= result.wall_time_s < 5, result.wall_time_s
+
+
+@pytest.fixture
+def out_dir():
+    """A host directory the sandbox (host uid 65534) may write into via a rw bind."""
+    with tempfile.TemporaryDirectory(prefix="sbx-out-") as path:
+        os.chmod(path, 0o777)
+        yield path
+
+
+def _beat(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def test_daemon_left_behind_dies_with_the_command(probe_config, out_dir):
+    hb = os.path.join(out_dir, "hb")
+    result, out = run_probe(probe_config(binds=[f"{out_dir}:/out:rw"]), "daemon.py", "/out/hb")
+    assert result.exit_code == 0 and out == {"daemon": True}, result
+    first = _beat(hb)
+    time.sleep(0.5)
+    assert first is not None and _beat(hb) == first, "the daemon outlived its sandbox"
+
+
+def _start_supervisor(out_dir):
+    proc = subprocess.Popen([REAL_PYTHON, os.path.join(PROBES, "host_supervisor.py"), out_dir],
+                            stdout=subprocess.PIPE, env=sandbox_env())
+    line = proc.stdout.readline()
+    assert line, f"supervisor died: {proc.wait()}"
+    return proc, json.loads(line)["pid"]
+
+
+def kill_supervisor_and_check(out_dir):
+    """SIGKILL a supervisor whose sandbox left a daemon; every sandbox process
+    must be gone within 2 s and the heartbeat must stop."""
+    hb = os.path.join(out_dir, "hb")
+    proc, pid = _start_supervisor(out_dir)
+    try:
+        deadline = time.monotonic() + 10
+        while _beat(hb) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _beat(hb) is not None, "the daemon never started"
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+        members = pids_in_pid_namespace(ns)
+        assert len(members) >= 2, f"expected pid 1 and the daemon, saw {members}"
+        pidfd = os.pidfd_open(pid)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    try:
+        proc.kill()
+        proc.wait()
+        killed_at = time.monotonic()
+        while pids_in_pid_namespace(ns) and time.monotonic() - killed_at < 2:
+            time.sleep(0.02)
+        left = pids_in_pid_namespace(ns)
+        assert not left, f"sandbox processes alive 2 s after the supervisor died: {left}"
+        readable, _, _ = select.select([pidfd], [], [], 0)
+        assert readable, f"sandbox pid {pid} is still alive"
+        last = _beat(hb)
+        time.sleep(0.3)
+        assert _beat(hb) == last, "the heartbeat goes on"
+        # The supervisor's reaper removes its cgroups once the supervisor is gone.
+        while cgroup_dirs_of_supervisor(proc.pid) and time.monotonic() - killed_at < 5:
+            time.sleep(0.05)
+        assert not cgroup_dirs_of_supervisor(proc.pid), "the reaper left cgroups behind"
+    finally:
+        os.close(pidfd)
+
+
+def test_killing_the_supervisor_kills_the_sandbox(out_dir):
+    kill_supervisor_and_check(out_dir)
