@@ -65,7 +65,7 @@ class V2Backend:
                                        hint=f"enable +{name} in the subtree_control of every ancestor, "
                                        "or run without the 'cgroups' layer")
             if name not in delegated:
-                raise CgroupSetupError(errno.ENOENT, f"{name}: controller is not delegated: "
+                raise CgroupSetupError(errno.EOPNOTSUPP, f"{name}: controller is not delegated: "
                                        f"{base}/cgroup.subtree_control lacks it, so our sandbox cgroups "
                                        f"cannot get it", hint=_DELEGATION_HINT)
         self.features = set(host.features)

@@ -43,10 +43,24 @@ HOST = _host_or_none()
 DELEGATED = None
 if HOST is not None and HOST.version == 2 and not {"memory", "pids", "cpu"} <= HOST.delegated:
     DELEGATED = os.environ.get("V2VM_CGROUP_PARENT") or os.environ.get("SANDBOX_TEST_CGROUP_ROOT")
-needs_cgroups = pytest.mark.skipif(HOST is None, reason="no cgroup hierarchy for our controllers is mounted")
-only_v1 = pytest.mark.skipif(HOST is None or HOST.version != 1,
+
+
+def _unusable_reason():
+    """Why a manager cannot be opened here (validation only, no side effect), or None."""
+    if HOST is None:
+        return "no cgroup hierarchy for our controllers is mounted"
+    try:
+        open_manager(HOST, name_prefix=PREFIX, delegated_root=DELEGATED, reaper=False)
+    except CgroupSetupError as exc:
+        return f"cgroups unusable here: {exc}"
+    return None
+
+
+UNUSABLE = _unusable_reason()
+needs_cgroups = pytest.mark.skipif(UNUSABLE is not None, reason=str(UNUSABLE))
+only_v1 = pytest.mark.skipif(UNUSABLE is not None or HOST.version != 1,
                              reason="cgroup v1 specifics; this host serves memory/cpu/pids with v2")
-only_v2 = pytest.mark.skipif(HOST is None or HOST.version != 2,
+only_v2 = pytest.mark.skipif(UNUSABLE is not None or HOST.version != 2,
                              reason="cgroup v2 specifics; this host serves memory/cpu/pids with v1 "
                                     "(run in the cgroup2 VM: tests/v2vm, SANDBOX_TEST_CGROUP2=1)")
 
@@ -131,6 +145,18 @@ def members(cg):
 def read(path):
     with open(path) as f:
         return f.read().strip()
+
+
+@pytest.mark.cgroupv2
+@pytest.mark.skipif(HOST is None or HOST.version != 2 or {"memory", "pids", "cpu"} <= HOST.delegated,
+                    reason="needs a v2 host whose own cgroup does not delegate memory/pids/cpu")
+def test_v2_own_cgroup_without_delegation_fails_clearly():
+    """The supervisor's own v2 cgroup holds processes, so it cannot delegate;
+    without delegated_root that is a clear error, before any side effect."""
+    with pytest.raises(CgroupSetupError, match="not delegated") as exc:
+        open_manager(HOST, name_prefix=PREFIX, reaper=False)
+    assert "delegated_root" in exc.value.hint
+    assert ours() == []
 
 
 @needs_cgroups
