@@ -75,10 +75,10 @@ class Insn:
 
 
 def assemble(program) -> bytes:
-    """``[(mnemonic, k), (mnemonic, k, jt, jf), ...]`` -> raw sock_filter bytes."""
+    """``[(mnemonic,), (mnemonic, k), (mnemonic, k, jt, jf), ...]`` -> sock_filter bytes."""
     out = bytearray()
     for item in program:
-        name, k, jt, jf = (tuple(item) + (0, 0))[:4]
+        name, k, jt, jf = (tuple(item) + (0, 0, 0))[:4]
         out += _INSN.pack(OPCODES[name], jt, jf, k & _MASK32)
     return bytes(out)
 
