@@ -138,6 +138,10 @@ case $LAYOUT in
         # The job lives in /test itself, whose subtree_control is empty (like a systemd
         # Delegate=yes unit or a container): the code under test must move itself to a leaf.
         JOBCG=$CG/test ;;
+    root)
+        # Not representative of real v2 hosts (systemd never leaves services in the root), but
+        # the one place where a cgroup may hold processes and delegate controllers at once.
+        JOBCG=$CG ;;
     *) die "unknown cgroup layout '$LAYOUT'" ;;
 esac
 

@@ -18,7 +18,8 @@
 #                    are forwarded automatically
 #   --layout L       cgroup layout: "leaf" (default): CMD runs in /test/runner and /test has
 #                    memory/pids/cpu enabled for its children; "delegated": CMD runs in /test
-#                    whose subtree_control is empty (systemd Delegate=yes / container style)
+#                    whose subtree_control is empty (systemd Delegate=yes / container style);
+#                    "root": CMD stays in the root cgroup (not representative of v2 hosts)
 #   --verbose        show kernel messages and the guest init's progress lines
 #
 # Inside the guest CMD also gets: V2VM_GUEST=1, V2VM_PYTHON (the host's real python3, whose
@@ -35,7 +36,7 @@ TIMEOUT=300
 MEM=2048
 SMP=2
 CWD=$REPO
-LAYOUT=leaf
+LAYOUT=${V2VM_LAYOUT:-leaf}
 VERBOSE=0
 ENVS=()
 
@@ -56,7 +57,7 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || { echo "run.sh: no command given" >&2; usage; }
 case $TIMEOUT in ''|*[!0-9]*) echo "run.sh: --timeout wants whole seconds" >&2; exit 2 ;; esac
-case $LAYOUT in leaf|delegated) ;; *) echo "run.sh: --layout leaf|delegated" >&2; exit 2 ;; esac
+case $LAYOUT in leaf|delegated|root) ;; *) echo "run.sh: --layout leaf|delegated|root" >&2; exit 2 ;; esac
 case $CWD in /*) ;; *) CWD=$(cd "$CWD" && pwd) ;; esac
 
 T0=$(date +%s.%N)
@@ -81,6 +82,7 @@ cleanup() {
     [ -n "$WPID" ] && kill "$WPID" 2>/dev/null || true
     if [ -n "$QPID" ] && kill -0 "$QPID" 2>/dev/null; then
         kill -KILL "$QPID" 2>/dev/null || true
+        wait "$QPID" 2>/dev/null || true   # reap it: no zombie left behind
     fi
     rm -rf "$JOBDIR"
 }
@@ -124,15 +126,19 @@ QEMU_ARGS=(
 mkfifo "$JOBDIR/console"
 qemu-system-x86_64 "${QEMU_ARGS[@]}" </dev/null >"$JOBDIR/console" 2>&1 &
 QPID=$!
-# Watchdog: kills only our qemu, by PID. Its stdio is detached so it never holds a caller's pipe.
+# Watchdog: kills only our qemu, by PID, after checking that the PID still carries this run's
+# nonce (it is a sibling, so the PID could in theory be reused once run.sh has reaped qemu).
+# Its stdio is detached so it never holds a caller's pipe open.
 (
     trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+    ours() { local c; c=$(tr '\0' ' ' < "/proc/$QPID/cmdline" 2>/dev/null) || return 1; [[ $c == *"v2vm_nonce=$NONCE "* ]]; }
     sleep "$TIMEOUT" & sp=$!
     wait "$sp"
     touch "$JOBDIR/timed-out"
-    kill -TERM "$QPID" 2>/dev/null
-    sleep 3
-    kill -KILL "$QPID" 2>/dev/null
+    ours && kill -TERM "$QPID"
+    sleep 3 & sp=$!
+    wait "$sp"
+    ours && kill -KILL "$QPID"
 ) </dev/null >/dev/null 2>&1 &
 WPID=$!
 
