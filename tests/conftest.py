@@ -108,16 +108,36 @@ def _is_reaper(pid):
         return True  # already gone
 
 
+def _drain_supervisor():
+    """Pre-made sandboxes and spare cgroups are kept on purpose; discard them so
+    that what remains is exactly what leaked."""
+    from sandbox.supervisor import default_supervisor
+
+    sup = default_supervisor()
+    sup.drain_pool()
+    return sup
+
+
+def _spare_cgroups(sup):
+    manager = getattr(sup, "_cgroups", None)
+    return set(manager.spare_paths()) if manager is not None and hasattr(manager, "spare_paths") else set()
+
+
 @pytest.fixture
 def no_leaks():
     """Asserts that the test left no processes, mounts or sandbox cgroups."""
+    _drain_supervisor()
     before = LeakSnapshot()
     yield
     import time
 
+    sup = _drain_supervisor()
+
     deadline = time.monotonic() + 5
     while True:
-        problems = before.diff(LeakSnapshot())
+        after = LeakSnapshot()
+        after.leaf_cgroups -= _spare_cgroups(sup)
+        problems = before.diff(after)
         if not problems or time.monotonic() > deadline:
             break
         time.sleep(0.05)
