@@ -58,7 +58,14 @@ OPCODES = {
     "ret #k": _RET | _K, "ret a": _RET | _A, "tax": _MISC | _TAX, "txa": _MISC | _TXA,
 }
 
-_INSN = struct.Struct("=HBBI")  # struct sock_filter, native byte order
+_INSN = struct.Struct("=HBBI")
+_LD_ABS, _AND_K = _LD | _W | _ABS, _ALU | 0x50 | _K
+_COND_K = {
+    _JMP | _JEQ | _K: lambda a, k: a == k,
+    _JMP | _JGT | _K: lambda a, k: a > k,
+    _JMP | _JGE | _K: lambda a, k: a >= k,
+    _JMP | _JSET | _K: lambda a, k: bool(a & k),
+}  # struct sock_filter, native byte order
 SECCOMP_DATA_SIZE = 64  # sizeof(struct seccomp_data): int nr, u32 arch, u64 ip, u64 args[6]
 
 
@@ -108,11 +115,26 @@ def run(bpf: bytes | list[Insn], data: bytes) -> int:
         raise BpfError(f"seccomp_data must be {SECCOMP_DATA_SIZE} bytes")
     acc = idx = 0
     mem = [0] * _MEMWORDS
+    words = struct.unpack("=16I", data)
+    count = len(insns)
     pc = 0
-    while pc < len(insns):
+    while pc < count:
         ins = insns[pc]
-        cls = ins.code & _CLASS
+        code = ins.code
         pc += 1
+        # Fast paths for what libseccomp emits; the general cases below check the rest.
+        if code == _LD_ABS and ins.k & 3 == 0 and ins.k < SECCOMP_DATA_SIZE:
+            acc = words[ins.k >> 2]
+            continue
+        if code in _COND_K:
+            pc += ins.jt if _COND_K[code](acc, ins.k) else ins.jf
+            if pc >= count:
+                raise BpfError(f"insn {pc - 1}: jump past the end of the program")
+            continue
+        if code == _AND_K:
+            acc &= ins.k
+            continue
+        cls = code & _CLASS
         if cls == _RET:
             rval = ins.code & _RVAL
             if rval == _K:

@@ -79,20 +79,28 @@ def complement(x: CubeSet) -> CubeSet:
 def minimize(cubes: list[Cube]) -> CubeSet:
     """Merge disjoint cubes that differ in one fixed bit (keeps the set exact)."""
     work = set(cubes)
-    changed = True
-    while changed:
-        changed = False
-        for mask, value in sorted(work):
-            bit = mask
-            while bit:
-                low = bit & -bit
-                bit ^= low
-                twin = (mask, value ^ low)
-                if twin in work and (mask, value) in work:
-                    work -= {(mask, value), twin}
-                    work.add((mask & ~low, value & ~low))
-                    changed = True
-                    break
+    merged = len(work) > 1
+    while merged:
+        merged = False
+        by_mask: dict[int, set[int]] = {}
+        for mask, value in work:
+            by_mask.setdefault(mask, set()).add(value)
+        for mask, values in by_mask.items():
+            if len(values) < 2:  # only cubes with the same mask can merge
+                continue
+            for value in sorted(values):
+                if value not in values:
+                    continue
+                bit = mask
+                while bit:
+                    low = bit & -bit
+                    bit ^= low
+                    if value ^ low in values:
+                        values -= {value, value ^ low}
+                        work -= {(mask, value), (mask, value ^ low)}
+                        work.add((mask & ~low, value & ~low))
+                        merged = True
+                        break
     return tuple(sorted(work, key=lambda c: (bin(c[0]).count("1"), c)))
 
 
