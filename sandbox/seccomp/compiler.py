@@ -79,6 +79,7 @@ def cache_info():
 def _compile_cached(key: str, sources: Sources, name: str | None) -> CompiledPolicy:
     policy = resolve(sources, name)
     bpf, optimized = build(policy)
+    bpf = guard_foreign_abis(bpf)
     verify.check(policy, bpf)
     return CompiledPolicy(
         name=policy.name,
@@ -102,6 +103,29 @@ def build(policy: Policy) -> tuple[bytes, bool]:
                                    hint="expected a whole number of sock_filter entries")
     bpf_sim.decode(bpf)  # size limit
     return bpf, optimized
+
+
+def guard_foreign_abis(bpf: bytes) -> bytes:
+    """Make sure other arches and x32 numbers hit KILL_PROCESS.
+
+    libseccomp (2.5.4 here) emits both checks itself; if a build ever does not,
+    prepend them rather than ship a filter that x32 or int 0x80 can bypass.
+    """
+    native = abi.native_arch()
+    x32 = abi.x32_syscall_bit()
+    probes = [(arch, 0) for arch in abi.foreign_arches()]
+    probes += [(native, x32 | nr) for nr in (0, 1, 59)] if x32 else []
+    insns = bpf_sim.decode(bpf)
+    if all(bpf_sim.run(insns, bpf_sim.seccomp_data(nr, arch)) == pyseccomp.KILL_PROCESS
+           for arch, nr in probes):
+        return bpf
+    kill = pyseccomp.KILL_PROCESS
+    guard = [("ld [k]", 4), ("jeq #k", native, 1, 0), ("ret #k", kill)]  # 4: seccomp_data.arch
+    if x32:
+        # nr >= the x32 bit is foreign, except -1 (no syscall), like libseccomp does it
+        guard += [("ld [k]", 0), ("jge #k", x32, 0, 2), ("jeq #k", 0xFFFFFFFF, 1, 0),
+                  ("ret #k", kill)]
+    return bpf_sim.assemble(guard) + bpf  # jumps are relative: the program is unchanged
 
 
 def pfc(policy: Policy) -> str:

@@ -148,6 +148,8 @@ def parse_line(line: str, location: Location) -> Statement | None:
     if not code.strip():
         return None
     if code.lstrip().startswith("@"):
+        if code.split()[0] == "@include":
+            raise fail(location, "@include takes exactly one path", "include")
         raise fail(location, f"unknown directive {code.split()[0]!r} (only @include exists)")
     tokens = _Tokens(tokenize(code, location), location)
     if tokens.peek() == ("name", "default") and tokens.peek(1) != ("op", ":"):

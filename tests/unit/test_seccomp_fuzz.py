@@ -4,6 +4,7 @@ It also guards against libseccomp miscompilations (GHSA-4q85-33p6-j5g6)."""
 from __future__ import annotations
 
 import random
+import sys
 
 import pyseccomp
 import pytest
@@ -96,8 +97,8 @@ def test_verification_catches_a_miscompiled_filter(tmp_path, monkeypatch):
         bpf, optimized = real_build(policy)
         # flip every ERRNO(EPERM) return into ALLOW: the filter no longer denies TIOCSTI
         out = bytearray(bpf)
-        eperm = pyseccomp.ERRNO(1).to_bytes(4, "little")
-        out = out.replace(eperm, pyseccomp.ALLOW.to_bytes(4, "little"))
+        eperm = pyseccomp.ERRNO(1).to_bytes(4, sys.byteorder)
+        out = out.replace(eperm, pyseccomp.ALLOW.to_bytes(4, sys.byteorder))
         return bytes(out), optimized
 
     compiler.clear_cache()
@@ -109,7 +110,7 @@ def test_verification_catches_a_miscompiled_filter(tmp_path, monkeypatch):
     assert load_policy(str(path)).instructions > 0
 
 
-def test_verification_catches_a_missing_x32_check(tmp_path, monkeypatch):
+def test_a_missing_x32_check_is_added(tmp_path, monkeypatch):
     if not abi.x32_syscall_bit():
         pytest.skip("no x32 ABI on this arch")
     path = tmp_path / "p.policy"
@@ -119,11 +120,17 @@ def test_verification_catches_a_missing_x32_check(tmp_path, monkeypatch):
     def without_x32_check(policy):
         bpf, optimized = real_build(policy)
         # libseccomp's x32 guard is "jge 0x40000000": make it compare against 0xffffffff
-        bit = abi.x32_syscall_bit().to_bytes(4, "little")
-        return bpf.replace(bit, (0xFFFFFFFF).to_bytes(4, "little"), 1), optimized
+        bit = abi.x32_syscall_bit().to_bytes(4, sys.byteorder)
+        return bpf.replace(bit, (0xFFFFFFFF).to_bytes(4, sys.byteorder), 1), optimized
 
+    x32_read = abi.x32_syscall_bit() | abi.syscall_table()["read"]
+    unguarded, _ = without_x32_check(load_policy(str(path)).policy)
+    assert bpf_sim.run(unguarded, bpf_sim.seccomp_data(x32_read, NATIVE)) == pyseccomp.ALLOW
     compiler.clear_cache()
     monkeypatch.setattr(compiler, "build", without_x32_check)
-    with pytest.raises(HostUnsupportedError, match="disagrees with the policy"):
-        load_policy(str(path))
+    guarded = load_policy(str(path))
+    assert guarded.instructions == len(unguarded) // 8 + 7
+    assert bpf_sim.run(guarded.bpf, bpf_sim.seccomp_data(x32_read, NATIVE)) == \
+        pyseccomp.KILL_PROCESS
+    assert bpf_sim.run(guarded.bpf, bpf_sim.seccomp_data(-1, NATIVE)) == pyseccomp.ALLOW
     compiler.clear_cache()

@@ -76,7 +76,8 @@ SYNTAX_ERRORS = [
     ("default", "expected an action"),
     ("default allow please", "unexpected 'please'"),
     ("@import x.policy", "unknown directive '@import'"),
-    ("@include", "unknown directive '@include'"),
+    ("@include", "@include takes exactly one path"),
+    ("@include a.policy b.policy", "@include takes exactly one path"),
     (": allow", "expected a syscall name"),
     ("read,: allow", "expected a syscall name after ','"),
 ]
