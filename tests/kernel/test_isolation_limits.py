@@ -1,9 +1,7 @@
 """Resource limits and lifetime, on real sandboxes: memory (OOM kill reported),
 processes (pids limit), CPU quota, wall-clock timeout, daemons left behind,
 and the death of the supervisor."""
-import json
 import os
-import select
 import signal
 import subprocess
 import tempfile
@@ -13,7 +11,7 @@ import pytest
 
 import sandbox
 from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
-from probes.harness import PROBES, REAL_PYTHON, cgroup_dirs_of_supervisor, pids_in_pid_namespace, probe_argv, run_probe, sandbox_env
+from probes.harness import kill_supervisor_and_check, pids_in_pid_namespace, probe_argv, run_probe
 
 pytestmark = pytest.mark.kernel
 
@@ -99,53 +97,6 @@ def test_daemon_left_behind_dies_with_the_command(probe_config, out_dir):
     first = _beat(hb)
     time.sleep(0.5)
     assert first is not None and _beat(hb) == first, "the daemon outlived its sandbox"
-
-
-def _start_supervisor(out_dir):
-    proc = subprocess.Popen([REAL_PYTHON, os.path.join(PROBES, "host_supervisor.py"), out_dir],
-                            stdout=subprocess.PIPE, env=sandbox_env())
-    line = proc.stdout.readline()
-    assert line, f"supervisor died: {proc.wait()}"
-    return proc, json.loads(line)["pid"]
-
-
-def kill_supervisor_and_check(out_dir):
-    """SIGKILL a supervisor whose sandbox left a daemon; every sandbox process
-    must be gone within 2 s and the heartbeat must stop."""
-    hb = os.path.join(out_dir, "hb")
-    proc, pid = _start_supervisor(out_dir)
-    try:
-        deadline = time.monotonic() + 10
-        while _beat(hb) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert _beat(hb) is not None, "the daemon never started"
-        ns = os.readlink(f"/proc/{pid}/ns/pid")
-        members = pids_in_pid_namespace(ns)
-        assert len(members) >= 2, f"expected pid 1 and the daemon, saw {members}"
-        pidfd = os.pidfd_open(pid)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    try:
-        proc.kill()
-        proc.wait()
-        killed_at = time.monotonic()
-        while pids_in_pid_namespace(ns) and time.monotonic() - killed_at < 2:
-            time.sleep(0.02)
-        left = pids_in_pid_namespace(ns)
-        assert not left, f"sandbox processes alive 2 s after the supervisor died: {left}"
-        readable, _, _ = select.select([pidfd], [], [], 0)
-        assert readable, f"sandbox pid {pid} is still alive"
-        last = _beat(hb)
-        time.sleep(0.3)
-        assert _beat(hb) == last, "the heartbeat goes on"
-        # The supervisor's reaper removes its cgroups once the supervisor is gone.
-        while cgroup_dirs_of_supervisor(proc.pid) and time.monotonic() - killed_at < 5:
-            time.sleep(0.05)
-        assert not cgroup_dirs_of_supervisor(proc.pid), "the reaper left cgroups behind"
-    finally:
-        os.close(pidfd)
 
 
 def test_killing_the_supervisor_kills_the_sandbox(out_dir):

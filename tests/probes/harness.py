@@ -120,3 +120,70 @@ def cgroup_dirs_of_supervisor(pid: int) -> list[str]:
                     continue
                 found += [os.path.join(base, n) for n in names if f"-{pid}-" in n]
     return sorted(set(found))
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def kill_supervisor_and_check(out_dir: str, daemons: int = 1, from_thread: bool = False,
+                              grace_s: float = 2.0) -> None:
+    """Start tests/probes/host_supervisor.py (its sandbox leaves `daemons`
+    double-forked daemons writing heartbeats into out_dir), SIGKILL it, and
+    assert that every process of the sandbox is gone within grace_s, that the
+    heartbeats stop, and that the supervisor's reaper removes its cgroups."""
+    import select
+    import signal
+    import subprocess
+    import time
+
+    argv = [REAL_PYTHON, os.path.join(PROBES, "host_supervisor.py"), out_dir, "--daemons", str(daemons)]
+    proc = subprocess.Popen(argv + (["--from-thread"] if from_thread else []), stdout=subprocess.PIPE,
+                            env=sandbox_env())
+    beats = [os.path.join(out_dir, f"hb{i}") for i in range(daemons)]
+    pidfd = -1
+    try:
+        line = proc.stdout.readline()
+        assert line, f"the supervisor died on its own: {proc.wait()}"
+        pid = json.loads(line)["pid"]
+        pidfd = os.pidfd_open(pid)
+        deadline = time.monotonic() + 15
+        while not all(_read(b) for b in beats) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert all(_read(b) for b in beats), "the daemons never started"
+        if from_thread:
+            seen = [_read(b) for b in beats]
+            time.sleep(0.3)
+            assert not select.select([pidfd], [], [], 0)[0], "the sandbox died with the thread that spawned it"
+            assert [_read(b) for b in beats] != seen, "the daemons stopped with the spawning thread"
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+        members = pids_in_pid_namespace(ns)
+        assert len(members) >= 1 + daemons, f"expected pid 1 and {daemons} daemon(s), saw {members}"
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        if pidfd >= 0:
+            os.close(pidfd)
+        raise
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        killed_at = time.monotonic()
+        while pids_in_pid_namespace(ns) and time.monotonic() - killed_at < grace_s:
+            time.sleep(0.01)
+        left = pids_in_pid_namespace(ns)
+        assert not left, f"sandbox processes alive {grace_s} s after the supervisor died: {left}"
+        assert select.select([pidfd], [], [], 0)[0], f"sandbox pid {pid} is still alive"
+        last = [_read(b) for b in beats]
+        time.sleep(0.2)
+        assert [_read(b) for b in beats] == last, "a heartbeat goes on"
+        while cgroup_dirs_of_supervisor(proc.pid) and time.monotonic() - killed_at < 5:
+            time.sleep(0.05)
+        assert not cgroup_dirs_of_supervisor(proc.pid), "the supervisor's cgroups outlived it (reaper)"
+    finally:
+        os.close(pidfd)

@@ -1,12 +1,16 @@
-"""host_supervisor OUT_DIR: a minimal supervisor, run ON THE HOST as its own
-process by the supervisor-death tests.
+"""host_supervisor OUT_DIR [--daemons N] [--from-thread]: a minimal
+supervisor, run ON THE HOST as its own process by the supervisor-death tests.
 
-It starts one sandbox whose command leaves a double-forked daemon behind (the
-daemon rewrites OUT_DIR/hb every 20 ms) and stays alive itself, prints
-{"pid": <host pid of the sandbox>} and then sleeps until it is killed."""
+It starts one sandbox whose pid 1 leaves N double-forked daemons behind (each
+rewrites OUT_DIR/hb<i> every 20 ms) and stays alive itself, prints
+{"pid": <host pid of the sandbox>} and sleeps until it is killed.  With
+--from-thread the sandbox is spawned from a worker thread that then exits
+(PR_SET_PDEATHSIG fires on the parent *thread*'s exit: the sandbox must
+survive that, and still die with the process)."""
+import argparse
 import json
 import os
-import sys
+import threading
 import time
 
 import sandbox
@@ -14,14 +18,35 @@ import sandbox
 PROBES = os.path.dirname(os.path.abspath(__file__))
 
 
-def main(out_dir):
+def start(out_dir, daemons):
     config = sandbox.Config.create(binds=[f"{PROBES}:/probes", f"{out_dir}:/out:rw"])
-    box = sandbox.spawn(["python3", "-B", "/probes/daemon.py", "/out/hb", "--stay"], config,
-                        stdin=sandbox.DEVNULL, stdout=sandbox.DEVNULL, stderr=sandbox.DEVNULL)
+    script = ("import subprocess, sys, time\n"
+              f"for i in range({daemons}):\n"
+              "    subprocess.run([sys.executable, '-B', '/probes/daemon.py', f'/out/hb{i}'], check=True,"
+              " stdout=subprocess.DEVNULL)\n"
+              "time.sleep(3600)\n")
+    return sandbox.spawn(["python3", "-c", script], config,
+                         stdin=sandbox.DEVNULL, stdout=sandbox.DEVNULL, stderr=sandbox.DEVNULL)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out_dir")
+    parser.add_argument("--daemons", type=int, default=1)
+    parser.add_argument("--from-thread", action="store_true")
+    args = parser.parse_args()
+    if args.from_thread:
+        holder = []
+        worker = threading.Thread(target=lambda: holder.append(start(args.out_dir, args.daemons)))
+        worker.start()
+        worker.join()
+        box = holder[0]
+    else:
+        box = start(args.out_dir, args.daemons)
     print(json.dumps({"pid": box.pid}), flush=True)
     while True:
         time.sleep(3600)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()
