@@ -54,6 +54,12 @@ def syscall_number(name: str, arch: int | None = None) -> int | None:
     return nr if nr >= 0 else None
 
 
+def syscall_exists_somewhere(name: str) -> bool:
+    """True if libseccomp knows ``name`` on some arch (it hands out negative
+    pseudo-numbers below -1 for syscalls the native arch lacks; -1 means unknown)."""
+    return _lib().seccomp_syscall_resolve_name_arch(native_arch(), name.encode()) != -1
+
+
 @functools.cache
 def syscall_table() -> dict[str, int]:
     """Every syscall libseccomp knows for the native arch: name -> number."""

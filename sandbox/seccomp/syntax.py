@@ -4,7 +4,7 @@ Grammar, one statement per line, ``#`` starts a comment::
 
     @include PATH                     # relative to the including file
     default ACTION
-    NAME[, NAME...]: ACTION [if COND]
+    NAME[, NAME...]: ACTION [if COND]   # ?NAME: skip if the native arch lacks it
     ACTION := allow | kill | log | errno (ERRNO_NAME | NUMBER)
     COND   := CONJ ( || CONJ )*
     CONJ   := CMP ( && CMP )*
@@ -24,7 +24,7 @@ from .model import Location
 
 _INCLUDE = re.compile(r"^\s*@include\s+(?P<path>\S+)\s*(#.*)?$")
 _TOKEN = re.compile(
-    r"\s*(?:(?P<op>\|\||&&|==|!=|<=|>=|<|>|&|\||,|:)"
+    r"\s*(?:(?P<op>\|\||&&|==|!=|<=|>=|<|>|&|\||,|:|\?)"
     r"|(?P<num>0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|[0-9]+)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
     r"|(?P<bad>\S))"
@@ -157,9 +157,9 @@ def parse_line(line: str, location: Location) -> Statement | None:
         action = _parse_action(tokens)
         tokens.expect_end()
         return Statement(location, "default", action)
-    names = [tokens.expect("name", "a syscall name")]
+    names = [_syscall_name(tokens, "a syscall name")]
     while tokens.accept("op", ","):
-        names.append(tokens.expect("name", "a syscall name after ','"))
+        names.append(_syscall_name(tokens, "a syscall name after ','"))
     if not tokens.accept("op", ":"):
         raise fail(location, "expected ':' after the syscall name (NAME: ACTION [if CONDITION])")
     action = _parse_action(tokens)
@@ -204,6 +204,12 @@ class _Tokens:
     @staticmethod
     def describe(token) -> str:
         return "end of line" if token is None else repr(token[1])
+
+
+def _syscall_name(tokens: _Tokens, what: str) -> str:
+    """NAME, or ?NAME: "skip on arches that do not have this syscall"."""
+    optional = tokens.accept("op", "?")
+    return ("?" if optional else "") + tokens.expect("name", what)
 
 
 def _parse_action(tokens: _Tokens) -> RawAction:

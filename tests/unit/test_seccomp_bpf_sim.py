@@ -2,11 +2,12 @@
 kernel's constant-action cache emulation."""
 from __future__ import annotations
 
+import pyseccomp
 import pytest
 
 from sandbox.seccomp import bpf_sim as bpf
 
-ARCH = 0xC000003E
+ARCH = pyseccomp.Arch.X86_64  # any token works: the programs here only compare it
 
 
 def run(program, nr=0, args=(), arch=ARCH, ip=0):
@@ -77,14 +78,14 @@ def test_decode_checks_size_and_limit():
 
 
 def test_kernel_cache_emulation():
-    allow = 0x7FFF0000
+    allow, eperm = pyseccomp.ALLOW, pyseccomp.ERRNO(1)
     by_number = bpf.assemble([("ld [k]", 4), ("jeq #k", ARCH, 1, 0), ("ret #k", 0),
                               ("ld [k]", 0), ("jeq #k", 1, 0, 1), ("ret #k", allow),
                               ("jeq #k", 2, 0, 3), ("ld [k]", 16), ("jeq #k", 0, 0, 1),
-                              ("ret #k", allow), ("ret #k", 0x50001)])
+                              ("ret #k", allow), ("ret #k", eperm)])
     assert bpf.kernel_caches_allow(by_number, 1, ARCH)       # number-only allow
     assert not bpf.kernel_caches_allow(by_number, 2, ARCH)   # reads arg0
     assert not bpf.kernel_caches_allow(by_number, 3, ARCH)   # errno is never cached
-    assert not bpf.kernel_caches_allow(by_number, 1, 0x40000003)  # other arch: killed
+    assert not bpf.kernel_caches_allow(by_number, 1, pyseccomp.Arch.X86)  # other arch: killed
     uses_index = bpf.assemble([("ld [k]", 0), ("tax",), ("ret #k", allow)])
     assert not bpf.kernel_caches_allow(uses_index, 1, ARCH)

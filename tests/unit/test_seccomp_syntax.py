@@ -155,3 +155,24 @@ def test_missing_include_names_the_including_line(tmp_path):
 def test_missing_root_file(tmp_path):
     with pytest.raises(PolicyError, match="cannot read policy"):
         read_sources(str(tmp_path / "absent.policy"))
+
+
+def test_optional_names_skip_syscalls_this_arch_lacks(tmp_path):
+    # socketcall exists on i386 only; ?socketcall is skipped, a ?typo is still an error
+    policy = load(tmp_path, "default allow\n?socketcall, mount: errno EPERM\n")
+    assert [r.syscall for r in policy.rules] == ["mount"]
+    exc = error_of(tmp_path, "default allow\n?mountt: errno EPERM\n")
+    assert ":2: unknown syscall 'mountt'" in str(exc)
+
+
+def test_default_policy_resolves_on_aarch64(monkeypatch):
+    import pyseccomp
+
+    from sandbox.seccomp import policy_dir
+
+    monkeypatch.setattr(abi, "native_arch", lambda: pyseccomp.Arch.AARCH64)
+    policy = resolve(read_sources(str(policy_dir() / "default.policy")))
+    names = {r.syscall: r.nr for r in policy.rules}
+    assert "open" not in names and "fork" not in names
+    assert names["openat"] == abi.syscall_number("openat", pyseccomp.Arch.AARCH64)
+    assert names["openat"] != abi.syscall_number("openat", pyseccomp.Arch.X86_64)
