@@ -55,8 +55,9 @@ class CgroupHost:
         return dict(self.own_paths).get(controller)
 
     def describe(self) -> str:
-        ctrls = ",".join(sorted(self.controllers))
-        return f"cgroup v{self.version} (controllers {ctrls or 'none'}; features {','.join(sorted(self.features)) or 'none'})"
+        ctrls = ",".join(sorted(self.controllers)) or "none"
+        feats = ",".join(sorted(self.features)) or "none"
+        return f"cgroup v{self.version} (controllers {ctrls}; features {feats})"
 
 
 def _read(path: str) -> str:
