@@ -143,6 +143,7 @@ STAGES = {
     32: ("exec", ExecError),
     33: ("ambient-capabilities", CapabilityError),
     34: ("plan", SetupError),
+    35: ("launch", ProcessSetupError),
 }
 
 

@@ -60,7 +60,8 @@ class Sandbox:
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self._supervisor = supervisor
         self._started = time.monotonic()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()       # guards the pidfd (signals vs. close)
+        self._reap_lock = threading.Lock()  # one thread reaps and builds the Result
         self._result: Result | None = None
         self._status = None
         self.timed_out = False
@@ -104,13 +105,17 @@ class Sandbox:
             return bool(sel.select(timeout))
 
     def _finish(self, stdout=None, stderr=None, truncated=False) -> Result:
-        with self._lock:
+        with self._reap_lock:  # one reaper; kill() must stay possible meanwhile (own lock)
             if self._result is not None:
                 return self._result
             _, status, rusage = os.wait4(self.pid, 0)
-            self._status = status
-            os.close(self._pidfd)
-            self._pidfd = -1
+            with self._lock:
+                self._status = status
+                os.close(self._pidfd)
+                self._pidfd = -1
+            return self._collect(status, rusage, stdout, stderr, truncated)
+
+    def _collect(self, status, rusage, stdout, stderr, truncated) -> Result:
         wall = time.monotonic() - self._started
         cpu = rusage.ru_utime + rusage.ru_stime
         peak, oom = None, False
@@ -201,7 +206,7 @@ class Sandbox:
         self.close()
 
 
-def _stdio(spec, index: int, fd_map: list, parent_ends: list, child_ends: list):
+def _stdio(spec, index: int, fd_map: list, child_ends: list):
     """Resolve a subprocess-style stdio spec into the child's fd and our end."""
     if spec is None:
         fd_map.append(index)
@@ -215,7 +220,6 @@ def _stdio(spec, index: int, fd_map: list, parent_ends: list, child_ends: list):
         r, w = os.pipe2(os.O_CLOEXEC)
         ours, theirs = (w, r) if index == 0 else (r, w)
         child_ends.append(theirs)
-        parent_ends.append(ours)
         fd_map.append(theirs)
         return os.fdopen(ours, "wb" if index == 0 else "rb", buffering=0)
     fd_map.append(spec if isinstance(spec, int) else spec.fileno())
@@ -245,15 +249,17 @@ def spawn(argv, config: Config | None = None, *, stdin=None, stdout=None, stderr
     shell = supervisor.pool.take(encoded) or prepare_shell(encoded, supervisor)
     supervisor.pool.replenish(encoded)
     fd_map: list[int] = []
-    parent_ends: list[int] = []
     child_ends: list[int] = []
+    streams: list = []
     try:
-        streams = [_stdio(spec, i, fd_map, parent_ends, child_ends) for i, spec in enumerate((stdin, stdout, stderr))]
+        for i, spec in enumerate((stdin, stdout, stderr)):
+            streams.append(_stdio(spec, i, fd_map, child_ends))
         fd_map.extend(pass_fds)
         _launch(shell, encoded, list(argv), fd_map)
     except BaseException:
-        for fd in parent_ends:
-            os.close(fd)
+        for stream in streams:
+            if stream is not None:
+                stream.close()  # the file object owns our end: close it once, through it
         shell.discard()
         raise
     finally:

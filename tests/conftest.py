@@ -40,7 +40,8 @@ def _own_cgroup_dirs():
                 for dirpath, dirnames, _ in os.walk(root):
                     for d in dirnames:
                         full = os.path.join(dirpath, d)
-                        if "sandbox" in full[len(root):]:
+                        # Only this process's supervisor: other processes may run sandboxes too.
+                        if f"sandbox-{os.getpid()}-" in full[len(root):]:
                             found.add(full)
     return found
 
@@ -84,7 +85,7 @@ class LeakSnapshot:
         self.pids = _descendant_pids()
         self.mounts = _mounts()
         self.netns = _net_namespaces_held()
-        self.leaf_cgroups = {d for d in _own_cgroup_dirs() if d.count("sandbox") and os.path.basename(os.path.dirname(d)).startswith("sandbox")}
+        self.leaf_cgroups = {d for d in _own_cgroup_dirs() if os.path.basename(os.path.dirname(d)).startswith("sandbox-")}
 
     def diff(self, later: "LeakSnapshot") -> list[str]:
         problems = []
