@@ -143,7 +143,7 @@ class Policy:
     default_location: Location
     rules: tuple[Rule, ...]
     sources: tuple[str, ...] = ()
-    _by_nr: dict = field(default=None, compare=False, repr=False, hash=False)
+    _by_nr: dict = field(init=False, compare=False, repr=False, hash=False)
 
     def __post_init__(self):
         by_nr: dict[int, list[Rule]] = {}
