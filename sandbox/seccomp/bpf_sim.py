@@ -58,7 +58,8 @@ OPCODES = {
     "ret #k": _RET | _K, "ret a": _RET | _A, "tax": _MISC | _TAX, "txa": _MISC | _TXA,
 }
 
-_INSN = struct.Struct("=HBBI")
+_INSN = struct.Struct("=HBBI")  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+INSN_SIZE = _INSN.size
 _LD_ABS, _AND_K = _LD | _W | _ABS, _ALU | 0x50 | _K
 _COND_K = {
     _JMP | _JEQ | _K: lambda a, k: a == k,
@@ -66,7 +67,8 @@ _COND_K = {
     _JMP | _JGE | _K: lambda a, k: a >= k,
     _JMP | _JSET | _K: lambda a, k: bool(a & k),
 }  # struct sock_filter, native byte order
-SECCOMP_DATA_SIZE = 64  # sizeof(struct seccomp_data): int nr, u32 arch, u64 ip, u64 args[6]
+_DATA = struct.Struct("=IIQ6Q")  # struct seccomp_data: int nr, u32 arch, u64 ip, u64 args[6]
+SECCOMP_DATA_SIZE = _DATA.size
 
 
 class BpfError(ValueError):
@@ -104,8 +106,7 @@ def seccomp_data(nr: int, arch: int, args=(), ip: int = 0) -> bytes:
     """Pack a struct seccomp_data (native byte order, like the kernel builds it);
     ``nr`` may be given signed (-1) or unsigned (0xffffffff)."""
     full = (list(args) + [0] * 6)[:6]
-    return struct.pack("=IIQ6Q", nr & _MASK32, arch, ip & (2**64 - 1),
-                       *(a & (2**64 - 1) for a in full))
+    return _DATA.pack(nr & _MASK32, arch, ip & (2**64 - 1), *(a & (2**64 - 1) for a in full))
 
 
 def run(bpf: bytes | list[Insn], data: bytes) -> int:
@@ -115,7 +116,7 @@ def run(bpf: bytes | list[Insn], data: bytes) -> int:
         raise BpfError(f"seccomp_data must be {SECCOMP_DATA_SIZE} bytes")
     acc = idx = 0
     mem = [0] * _MEMWORDS
-    words = struct.unpack("=16I", data)
+    words = struct.unpack(f"={SECCOMP_DATA_SIZE // 4}I", data)
     count = len(insns)
     pc = 0
     while pc < count:

@@ -29,7 +29,7 @@ from .syntax import Sources, read_sources
 
 # Bump when the generated program could change for the same policy text.
 COMPILER_VERSION = 1
-BPF_INSN_SIZE = 8  # sizeof(struct sock_filter)
+BPF_INSN_SIZE = bpf_sim.INSN_SIZE  # sizeof(struct sock_filter)
 
 
 @dataclass(frozen=True)
