@@ -1,13 +1,14 @@
 """cgroup v1 backend: one directory per hierarchy (memory, cpu, cpuacct, pids and,
 when mounted, freezer; co-mounted controllers such as cpu,cpuacct share one).
 
-File access goes through cgroupspy controllers built for the exact sandbox
-directories (no tree walks).  Their file I/O is replaced by plain os.open/
-os.write so that a missing control file is ENOENT rather than a file create,
-and a write costs one syscall triple (~7 µs) on the spawn path.
+Control files are written (from the pure plan in limits.py) and read (stats)
+through cgroupspy controllers built for the exact sandbox directories: a root
+Node per directory, no tree walks.  Their file I/O is replaced by plain
+os.open/os.write/os.read, so that a missing control file is ENOENT rather than
+a file create, and a write costs one syscall triple (~7 µs) on the spawn path.
 
-Verbs: set up the parent (first create), create a sandbox cgroup, read stats,
-kill, remove.  The child joins by writing "0" into each procs fd itself.
+Verbs: set up the parent (first create), make / warm / arm a sandbox cgroup,
+read stats, kill, remove.  The child joins by writing "0" into each procs fd.
 """
 from __future__ import annotations
 
@@ -152,15 +153,15 @@ class V1Backend:
     def arm(self, dirs: tuple[str, ...], limits: CgroupLimits):
         """Write the limits and open the procs fds the child joins through.
         Returns (procs_fds, clone_fd=-1).  The caller discards `dirs` on failure."""
+        ctrls: dict[str, Controller] = {}
         for w in v1_limit_writes(limits, memsw=self.memsw):
-            path = dirs[self._index[w.controller]] + "/" + w.filename
+            ctrl = ctrls.get(w.controller)
+            if ctrl is None:
+                ctrl = ctrls[w.controller] = controller(w.controller, dirs[self._index[w.controller]])
             try:
-                fd = os.open(path, WRITE_FLAGS)
-                try:
-                    os.write(fd, w.value)
-                finally:
-                    os.close(fd)
+                ctrl.set_property(w.filename, w.value)
             except OSError as exc:
+                path = dirs[self._index[w.controller]] + "/" + w.filename
                 raise setup_error(exc, w.controller, f"write {w.value.decode()} ({w.why}) to", path) from exc
         fds = []
         try:
