@@ -10,6 +10,7 @@ Python interpreter (`-c pass`, resolved through the pyenv shim)."""
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import shutil
@@ -91,6 +92,8 @@ def summarize(results):
 
 
 def main(argv=None):
+    if os.environ.get("BENCH_HANG_DUMP"):
+        faulthandler.dump_traceback_later(int(os.environ["BENCH_HANG_DUMP"]), exit=True)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)

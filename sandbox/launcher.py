@@ -124,7 +124,8 @@ class Sandbox:
                 if not self.config.enabled("pid"):
                     self._cgroup.kill()  # daemons the command left behind
                 stats = self._cgroup.stats()
-                peak, oom = stats.memory_peak_bytes, stats.oom_kills > 0
+                peak = stats.memory_peak_bytes if stats.memory_peak_bytes >= 0 else None  # -1: kernel lacks memory.peak
+                oom = stats.oom_kills > 0
                 cpu = stats.cpu_time_ns / 1e9
             finally:
                 self._cgroup.destroy()

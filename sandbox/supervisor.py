@@ -8,6 +8,7 @@ from the main thread run inline; others are handed to one long-lived thread.
 from __future__ import annotations
 
 import atexit
+import os
 import heapq
 import queue
 import threading
@@ -91,13 +92,16 @@ class Supervisor:
     `pool_size` pre-made sandboxes are kept ready per recently used Config
     (0 turns pre-making off: every spawn then clones on the spot)."""
 
-    def __init__(self, pool_size: int = 2):
+    def __init__(self, pool_size: int = 2, cgroup_delegated_root: str | None = None):
         from .pool import ShellPool
 
         self.clone_thread = _CloneThread()
         self.watchdog = _Watchdog()
         self.pool = ShellPool(self, size=pool_size)
         self._cgroups = None
+        # cgroup v2 only: a delegated subtree (systemd Delegate=yes) we may create
+        # sandbox cgroups in; see docs/cgroups.md.
+        self._cgroup_root = cgroup_delegated_root or os.environ.get("SANDBOX_CGROUP_DELEGATED_ROOT") or None
         self._lock = threading.Lock()
 
     @property
@@ -106,7 +110,7 @@ class Supervisor:
             if self._cgroups is None:
                 from .cgroups import open_manager
 
-                self._cgroups = open_manager()
+                self._cgroups = open_manager(delegated_root=self._cgroup_root)
             return self._cgroups
 
     def drain_pool(self) -> None:
