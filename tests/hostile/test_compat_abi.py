@@ -11,11 +11,11 @@ import subprocess
 import pytest
 
 import sandbox
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import PROBES
 
 pytestmark = [
     pytest.mark.hostile,
+    pytest.mark.usefixtures("no_leaks"),
     pytest.mark.skipif(platform.machine() != "x86_64", reason="foreign-ABI probes are written for x86_64"),
 ]
 

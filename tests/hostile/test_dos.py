@@ -7,10 +7,9 @@ import time
 import pytest
 
 import sandbox
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import expect_probe, probe_argv, run_probe
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 
 MiB = 1 << 20
 

@@ -6,10 +6,9 @@ import signal
 import pytest
 
 import sandbox
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import expect_probe, last_json
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 
 KNOBS = ["/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe", "/sys/kernel/uevent_helper",
          "/proc/sysrq-trigger", "/proc/sys/kernel/hotplug", "/proc/sys/vm/drop_caches",

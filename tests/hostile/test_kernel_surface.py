@@ -8,10 +8,9 @@ import os
 
 import pytest
 
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import expect_probe
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 
 DENIED = {"EPERM", "ENOSYS"}
 

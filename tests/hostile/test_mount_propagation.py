@@ -8,10 +8,9 @@ import subprocess
 import pytest
 
 import sandbox
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import expect_probe, last_json
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 
 WATCH = ("import json,os,sys\n"
          "print('ready', flush=True); sys.stdin.readline()\n"

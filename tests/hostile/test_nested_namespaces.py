@@ -3,11 +3,10 @@ no new namespaces, no joining others, no mounts, clone3 says ENOSYS, and no
 cgroup filesystem is reachable."""
 import pytest
 
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import expect_probe
 from probes.syscall_table import CLONE_NEW_FLAGS
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 
 DENIED = {"EPERM", "ENOSYS"}
 

@@ -2,11 +2,10 @@
 opened for writing, and the interpreter sits on a read-only mount."""
 import pytest
 
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import expect_probe
 from sandbox.host import detect
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 
 REFUSED = {"EROFS", "EACCES", "ETXTBSY", "EPERM"}
 

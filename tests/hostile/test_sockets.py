@@ -4,10 +4,9 @@ import socket
 
 import pytest
 
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import expect_probe
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 
 ALLOWED = {"netlink_route", "unix_stream", "inet_stream", "inet6_dgram"}
 # What a denied family may answer: the policy says EAFNOSUPPORT (no such family

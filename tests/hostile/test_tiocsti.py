@@ -8,10 +8,9 @@ import tty
 import pytest
 
 import sandbox
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import last_json, probe_argv
 
-pytestmark = pytest.mark.hostile
+pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 
 REFUSED = {"EPERM", "EIO", "ENOTTY", "EACCES"}
 

@@ -6,11 +6,10 @@ import tempfile
 
 import pytest
 
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import expect_probe
 from sandbox.host import detect
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
 
 ADDED = {"PATH", "HOME", "LANG"}
 

@@ -9,10 +9,9 @@ import time
 import pytest
 
 import sandbox
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import PROBES, REAL_PYTHON, sandbox_env
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
 
 SEGFAULT = "import ctypes; ctypes.string_at(0)"  # a real fault: forced even on pid 1
 

@@ -6,16 +6,15 @@ import select
 import pytest
 
 import sandbox
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import expect_probe, host_status, last_json, probe_argv
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
 
 NAMESPACES = ("pid", "mnt", "net", "ipc", "uts", "user", "cgroup")
 
 
 @pytest.fixture
-def inside(no_leaks, probe_config):
+def inside(probe_config):
     return expect_probe(probe_config(), "inspect_self.py")
 
 
@@ -31,7 +30,7 @@ def test_command_is_pid_1_and_sees_only_its_own_processes(inside):
     assert inside["proc_pids"] == [1], f"/proc shows other processes: {inside['proc_pids']}"
 
 
-def test_proc_lists_exactly_the_sandboxs_processes(no_leaks, probe_config):
+def test_proc_lists_exactly_the_sandboxs_processes(probe_config):
     code = ("import os,time,json\n"
             "kids=[]\n"
             "for _ in range(3):\n"
@@ -51,7 +50,7 @@ def test_hostname_is_sandbox(inside):
     assert inside["uname_nodename"] == "sandbox"
 
 
-def test_etc_hostname_is_the_sandboxs_own(no_leaks, probe_config):
+def test_etc_hostname_is_the_sandboxs_own(probe_config):
     result = sandbox.run(["cat", "/etc/hostname"], probe_config())
     assert result.stdout == b"sandbox\n"
 
@@ -62,7 +61,7 @@ def test_uid_and_gid_inside_are_1000(inside):
     assert inside["groups"] in ([], [1000])
 
 
-def test_host_sees_the_sandbox_as_nobody(no_leaks, probe_config):
+def test_host_sees_the_sandbox_as_nobody(probe_config):
     """From outside: the sandboxed process is uid/gid 65534 on the host."""
     with sandbox.spawn(probe_argv("inspect_self.py", "--wait"), probe_config(),
                        stdin=sandbox.PIPE, stdout=sandbox.PIPE, stderr=sandbox.DEVNULL) as box:

@@ -5,10 +5,9 @@ import socket
 import pytest
 
 import sandbox
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import expect_probe
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
 
 
 def test_only_loopback_and_it_is_up(probe_config):

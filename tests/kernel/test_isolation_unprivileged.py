@@ -15,11 +15,10 @@ import tempfile
 
 import pytest
 
-from probes.harness import fresh_supervisor  # noqa: F401  (autouse)
 from probes.harness import PROBES, REAL_PYTHON, REPO
 from sandbox.host import detect
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
 
 NOBODY = 65534
 CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")

@@ -12,35 +12,13 @@ import json
 import os
 import sys
 
-import pytest
-
 import sandbox
-import sandbox.supervisor as supervisor_module
-from sandbox.supervisor import Supervisor
 
 PROBES = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(PROBES))
 REAL_PYTHON = os.path.realpath(sys.executable)
 # Inside, `python3` is the same interpreter (its bin dir is first in PATH).
 PY = ("python3", "-B")
-
-
-@pytest.fixture(autouse=True)
-def fresh_supervisor(no_leaks, monkeypatch):
-    """Imported (autouse) by every kernel/hostile test module, so every test in
-    them runs under no_leaks.
-
-    Each test gets its own default Supervisor, closed at teardown *before*
-    no_leaks (which this fixture depends on, so it is torn down after it)
-    looks.  Closing discards what a supervisor legitimately keeps between
-    spawns -- pre-made sandboxes per Config (sandbox/pool.py) and empty spare
-    cgroups (CgroupManager.spare_paths) -- which no_leaks would otherwise
-    report as leaks of the test.  Real leaks (a sandbox process or a busy
-    cgroup that close() cannot remove) are still caught."""
-    sup = Supervisor()
-    monkeypatch.setattr(supervisor_module, "_default", sup)
-    yield sup
-    sup.close()
 
 
 def probe_argv(script: str, *args: str) -> list[str]:
@@ -131,7 +109,7 @@ def _read(path):
 
 
 def kill_supervisor_and_check(out_dir: str, daemons: int = 1, from_thread: bool = False,
-                              grace_s: float = 2.0) -> None:
+                              grace_s: float = 2.0, disable: tuple[str, ...] = ()) -> None:
     """Start tests/probes/host_supervisor.py (its sandbox leaves `daemons`
     double-forked daemons writing heartbeats into out_dir), SIGKILL it, and
     assert that every process of the sandbox is gone within grace_s, that the
@@ -142,6 +120,8 @@ def kill_supervisor_and_check(out_dir: str, daemons: int = 1, from_thread: bool 
     import time
 
     argv = [REAL_PYTHON, os.path.join(PROBES, "host_supervisor.py"), out_dir, "--daemons", str(daemons)]
+    for layer in disable:
+        argv += ["--disable", layer]
     proc = subprocess.Popen(argv + (["--from-thread"] if from_thread else []), stdout=subprocess.PIPE,
                             env=sandbox_env())
     beats = [os.path.join(out_dir, f"hb{i}") for i in range(daemons)]
@@ -186,4 +166,9 @@ def kill_supervisor_and_check(out_dir: str, daemons: int = 1, from_thread: bool 
             time.sleep(0.05)
         assert not cgroup_dirs_of_supervisor(proc.pid), "the supervisor's cgroups outlived it (reaper)"
     finally:
+        # If the check failed the sandbox may still run, orphaned: end it
+        # (its pid 1, pinned by our pidfd; the pid namespace goes with it).
+        if not select.select([pidfd], [], [], 0)[0]:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            select.select([pidfd], [], [], 5)
         os.close(pidfd)
