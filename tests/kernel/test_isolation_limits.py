@@ -10,7 +10,7 @@ import time
 import pytest
 
 import sandbox
-from probes.harness import kill_supervisor_and_check, pids_in_pid_namespace, probe_argv, run_probe
+from probes.harness import expect_probe, kill_supervisor_and_check, pids_in_pid_namespace, probe_argv, run_probe
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
 
@@ -113,10 +113,7 @@ PDEATHSIG_BUG = ("library bug: csrc/sandbox_core.c child_main() arms PR_SET_PDEA
 
 @pytest.mark.xfail(strict=True, reason=PDEATHSIG_BUG)
 def test_parent_death_signal_is_armed_at_exec(probe_config):
-    code = ("import ctypes; libc = ctypes.CDLL(None); sig = ctypes.c_int(-1)\n"
-            "libc.prctl(2, ctypes.byref(sig), 0, 0, 0); print(sig.value)\n")  # 2: PR_GET_PDEATHSIG
-    result = sandbox.run(["python3", "-c", code], probe_config())
-    assert result.stdout.strip() == str(int(signal.SIGKILL)).encode(), result.stdout
+    assert expect_probe(probe_config(), "inspect_self.py")["pdeath_signal"] == signal.SIGKILL
 
 
 @pytest.mark.xfail(strict=True, reason=PDEATHSIG_BUG + "; without cgroups nothing else kills the sandbox")

@@ -59,6 +59,7 @@ def main():
         "proc_cgroup": open("/proc/self/cgroup").read().splitlines(),
         "tty_nr": int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[4]),
         "securebits": P.prctl(T.PR_GET_SECUREBITS),
+        "pdeath_signal": P.prctl_get_int(T.PR_GET_PDEATHSIG),
         "max_user_namespaces": open("/proc/sys/user/max_user_namespaces").read().strip(),
     })
 

@@ -50,6 +50,15 @@ def prctl(option: int, *args: int) -> int:
     return ret
 
 
+def prctl_get_int(option: int) -> int:
+    """prctl(option, &value) for the getters that write an int (PR_GET_PDEATHSIG)."""
+    value = ctypes.c_int(-1)
+    if _libc.prctl(ctypes.c_int(option), ctypes.byref(value), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                   ctypes.c_ulong(0)) < 0:
+        raise OSError(ctypes.get_errno(), "prctl")
+    return value.value
+
+
 def try_syscall(name: str, *args) -> str:
     """bubblewrap's try-syscall: the errno name of `name(*args)`, or "OK".
     A descriptor returned on success is closed."""

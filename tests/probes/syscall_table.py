@@ -17,8 +17,9 @@ nowhere else.  Sources:
   NETLINK_*     <linux/netlink.h> (the ones the socket module lacks)
 
 tests/kernel/test_isolation_probes.py checks every syscall number against
-libseccomp's table and every flag against the sandbox's C core on the host,
-so a typo here fails a test instead of silently probing the wrong syscall.
+libseccomp's table, and the flags against the sandbox's C core, python-prctl
+and pyroute2 on the host, so a typo here fails a test instead of silently
+probing the wrong thing.
 """
 
 SYSCALLS = {
@@ -105,6 +106,7 @@ NETLINK_NETFILTER = 12
 NETLINK_KOBJECT_UEVENT = 15
 NETLINK_GENERIC = 16
 
+PR_GET_PDEATHSIG = 2
 PR_GET_SECUREBITS = 27
 SECBIT_NOROOT = 1 << 0
 SECBIT_NOROOT_LOCKED = 1 << 1
