@@ -107,11 +107,21 @@ ln -sfn /proc/self/fd $N/dev/fd
 ln -sfn /proc/self/fd/0 $N/dev/stdin
 ln -sfn /proc/self/fd/1 $N/dev/stdout
 ln -sfn /proc/self/fd/2 $N/dev/stderr
+# The checkout may live below /tmp (CI clones anywhere): keep it visible through the
+# fresh tmpfs by moving a bind of it back on top.
+REPO_HELD=""
+case "$REPO" in
+    /tmp/*|/var/tmp/*|/run/*)
+        mkdir -p /mnt/repo && mount --bind "$N$REPO" /mnt/repo && REPO_HELD=1 || die "hold repo $REPO" ;;
+esac
 for d in tmp var/tmp; do
     mkdir -p $N/$d 2>/dev/null
     mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $N/$d || die "mount tmpfs on /$d"
 done
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs $N/run || die "mount tmpfs on /run"
+if [ -n "$REPO_HELD" ]; then
+    mkdir -p "$N$REPO" && mount --move /mnt/repo "$N$REPO" || die "re-expose repo $REPO"
+fi
 mkdir -p $N/run/v2vm
 cp "/mnt/host$JOB/job.sh" $N/run/v2vm/job.sh
 
