@@ -467,6 +467,8 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
             CHECK(setgroups(0, NULL) == 0, SBX_STAGE_SETGROUPS, "setgroups", NULL);
         CHECK(setresgid(p->gid, p->gid, p->gid) == 0, SBX_STAGE_SETGID, "setresgid", NULL);
         CHECK(setresuid(p->uid, p->uid, p->uid) == 0, SBX_STAGE_SETUID, "setresuid", NULL);
+        /* A credential change clears the parent-death signal: arm it again. */
+        CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0, SBX_STAGE_DEATHSIG, "prctl(PR_SET_PDEATHSIG)", NULL);
     }
     /* 7. Build the new root and pivot into it (needs CAP_SYS_ADMIN: before the drop). */
     if (p->new_root)
@@ -500,8 +502,11 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
         CHECK(setrlimit(p->rlimits[i].resource, &rl) == 0, SBX_STAGE_RLIMIT, "setrlimit", NULL);
     }
     /* 11. Drop every capability and become the unprivileged uid/gid. */
-    if (p->drop_privileges)
+    if (p->drop_privileges) {
         drop_privileges(p, error_fd);
+        /* setresuid/setresgid cleared the parent-death signal: arm it again. */
+        CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0, SBX_STAGE_DEATHSIG, "prctl(PR_SET_PDEATHSIG)", NULL);
+    }
     /* 12. no_new_privs: exec can never gain privileges (and seccomp needs it). */
     if (p->no_new_privs)
         CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, SBX_STAGE_NO_NEW_PRIVS, "prctl(PR_SET_NO_NEW_PRIVS)", NULL);

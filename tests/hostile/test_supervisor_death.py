@@ -33,9 +33,5 @@ def test_36_sandbox_spawned_from_an_exited_thread(out_dir):
     kill_supervisor_and_check(out_dir, daemons=2, from_thread=True, grace_s=REAPER_GRACE_S)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: PR_SET_PDEATHSIG is cleared by the child's own setresuid/setresgid/capset "
-    "(csrc/sandbox_core.c child_main: armed in step 2, credentials change in steps 6c and 11), so "
-    "without cgroups a SIGKILLed supervisor leaves its sandbox running"))
 def test_36_daemons_die_without_the_cgroup_reaper(out_dir):
     kill_supervisor_and_check(out_dir, daemons=2, disable=("cgroups",))

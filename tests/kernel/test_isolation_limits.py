@@ -99,23 +99,14 @@ def test_daemon_left_behind_dies_with_the_command(probe_config, out_dir):
 
 
 def test_killing_the_supervisor_kills_the_sandbox(out_dir):
-    """Today the cgroup reaper is what ends the sandbox (1.2-2 s measured; see
-    the PR_SET_PDEATHSIG xfails below), hence 3 s rather than the ~2 s the
-    design asks of the parent-death signal."""
+    """The parent-death signal (re-armed after every credential change) ends
+    pid 1 and with it the pid namespace; the cgroup reaper removes the cgroups."""
     kill_supervisor_and_check(out_dir, grace_s=3.0)
 
 
-PDEATHSIG_BUG = ("library bug: csrc/sandbox_core.c child_main() arms PR_SET_PDEATHSIG in step 2, but the "
-                 "uid/gid changes of step 6c (early_setid) and step 11 (drop_privileges: setresuid, capset) "
-                 "make the kernel clear it (commit_creds resets pdeath_signal on any euid/egid/fsuid/fsgid "
-                 "change or capability loss); it must be re-armed after the last credential change")
-
-
-@pytest.mark.xfail(strict=True, reason=PDEATHSIG_BUG)
 def test_parent_death_signal_is_armed_at_exec(probe_config):
     assert expect_probe(probe_config(), "inspect_self.py")["pdeath_signal"] == signal.SIGKILL
 
 
-@pytest.mark.xfail(strict=True, reason=PDEATHSIG_BUG + "; without cgroups nothing else kills the sandbox")
 def test_killing_the_supervisor_kills_the_sandbox_without_cgroups(out_dir):
     kill_supervisor_and_check(out_dir, disable=("cgroups",))
