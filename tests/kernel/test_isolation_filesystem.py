@@ -151,3 +151,12 @@ def test_host_cannot_see_sandbox_files_in_its_tmp(probe_config):
     expect_probe(probe_config(), "fs_probe.py", "create", "/tmp")
     assert ".sbx-probe-created" not in set(os.listdir("/tmp")) - before
     assert stat.S_ISDIR(os.stat("/tmp").st_mode)
+
+
+def test_proc_is_a_fresh_procfs(probe_config):
+    """#4: /proc is a proc mount of its own (the sandbox's pid namespace), not
+    a bind of the host's and not reached through a symlink."""
+    mounts = expect_probe(probe_config(), "inspect_self.py")["mounts"]
+    proc = [m for m in mounts if m["mountpoint"] == "/proc"]
+    assert len(proc) == 1 and proc[0]["fstype"] == "proc" and proc[0]["root"] == "/", proc
+    assert {"nosuid", "nodev", "noexec"} <= set(proc[0]["options"]), proc
