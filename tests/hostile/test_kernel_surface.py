@@ -4,10 +4,12 @@
 
 Arguments are chosen (tests/probes/try_syscall.py) so that an allowed call
 would answer OK/EFAULT/EBADF/ENOKEY, not EPERM/ENOSYS."""
+import errno
 import os
 
 import pytest
 
+import sandbox
 from probes.harness import expect_probe
 
 pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
@@ -62,9 +64,5 @@ def test_host_pids_are_not_addressable(probe_config):
     reach no one (ESRCH), or another sandbox process, never us."""
     code = (f"import os\ntry:\n    os.kill({os.getpid()}, 0)\n    print('OK')\n"
             "except OSError as e:\n    print(e.errno)\n")
-    import errno
-
-    import sandbox
-
     result = sandbox.run(["python3", "-c", code], probe_config())
     assert result.stdout.strip() == str(errno.ESRCH).encode(), result

@@ -3,6 +3,7 @@ test process, not a host process with the same host uid (65534), not a
 sibling sandbox."""
 import os
 import select
+import shutil
 import signal
 import subprocess
 
@@ -17,6 +18,8 @@ pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 @pytest.fixture
 def same_uid_host_process():
     """A host process running as the sandbox's host uid."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to start a uid-65534 host process")
     proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "60"])
     yield proc
     proc.kill()

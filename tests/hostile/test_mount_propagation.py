@@ -27,6 +27,7 @@ def bind_source(tmp_path):
     return tmp_path
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting on the host needs root")
 def test_17_host_mount_after_start_does_not_appear_inside(probe_config, bind_source):
     sub = bind_source / "sub"
     box = sandbox.spawn(["python3", "-c", WATCH], probe_config(binds=[f"{bind_source}:/data"]),

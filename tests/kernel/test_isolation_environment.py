@@ -6,6 +6,7 @@ import tempfile
 
 import pytest
 
+import sandbox
 from probes.harness import expect_probe
 from sandbox.host import detect
 
@@ -71,8 +72,6 @@ def test_pass_fds_appear_from_3_in_order(probe_config, leaked_fds):
 
 
 def test_passed_fd_is_usable_inside(probe_config):
-    import sandbox
-
     event_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
     try:
         result = sandbox.run(["python3", "-c", "import os; os.eventfd_write(3, 42)"], probe_config(),

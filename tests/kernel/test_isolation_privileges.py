@@ -2,6 +2,7 @@
 seccomp filter, locked securebits, no controlling terminal."""
 import pytest
 
+from probes import syscall_table as T
 from probes.harness import expect_probe
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
@@ -36,8 +37,6 @@ def test_no_controlling_terminal_and_own_session(probe_config):
 
 def test_securebits_locked(probe_config):
     """No root magic on exec, no keep-caps, no ambient raise, none undoable."""
-    from probes import syscall_table as T
-
     bits = expect_probe(probe_config(), "inspect_self.py")["securebits"]
     for name in ("SECBIT_NOROOT", "SECBIT_NOROOT_LOCKED", "SECBIT_NO_SETUID_FIXUP_LOCKED",
                  "SECBIT_KEEP_CAPS_LOCKED", "SECBIT_NO_CAP_AMBIENT_RAISE", "SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED"):
