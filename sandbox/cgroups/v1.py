@@ -110,6 +110,10 @@ class V1Backend:
 
     def setup_parent(self, dirs: tuple[str, ...]) -> None:
         """mkdir the supervisor's parent in every hierarchy (rolled back on failure)."""
+        self._mkdir_all(dirs)
+
+    def _mkdir_all(self, dirs: tuple[str, ...]) -> None:
+        """mkdir one directory per hierarchy, all or none."""
         made = []
         try:
             for d, (_own, names) in zip(dirs, self.hierarchies):
@@ -127,17 +131,7 @@ class V1Backend:
         """mkdir the sandbox cgroup in every hierarchy (off the hot path when a
         spare is ready).  Rolled back on failure."""
         dirs = tuple(p + "/" + name for p in parents)
-        made = []
-        try:
-            for d, (_own, names) in zip(dirs, self.hierarchies):
-                try:
-                    self.fs.mkdir(d, 0o755)
-                except OSError as exc:
-                    raise setup_error(exc, ",".join(names), "mkdir", d) from exc
-                made.append(d)
-        except BaseException:
-            self.discard(made)
-            raise
+        self._mkdir_all(dirs)
         return dirs
 
     def warm(self, dirs: tuple[str, ...]) -> None:
