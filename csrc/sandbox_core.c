@@ -361,9 +361,9 @@ static int arrange_fds(const int *fd_map, int n, int error_fd)
     /* Stage every source above the target range first, so no dup2 clobbers a
      * source that a later target still needs (or the error pipe). */
     if (error_fd < n) {
-        error_fd = fcntl(error_fd, F_DUPFD_CLOEXEC, n);
-        if (error_fd < 0)
-            _exit(127);
+        int moved = fcntl(error_fd, F_DUPFD_CLOEXEC, n);
+        CHECK(moved >= 0, SBX_STAGE_FDS, "dup error pipe", NULL); /* still reported on the old fd */
+        error_fd = moved;
     }
     for (i = 0; i < n; i++) {
         staged_fds[i] = fcntl(fd_map[i], F_DUPFD_CLOEXEC, n);

@@ -20,11 +20,14 @@ def report() -> tuple[list[dict], bool]:
         add(f"{ns} namespace", ns in host.namespaces, "/proc/self/ns/" + ns)
     add("seccomp filter", host.seccomp_filter, "SECCOMP_SET_MODE_FILTER")
     add("capabilities", True, f"last capability number {host.last_cap}")
+    from .capabilities import supervisor_can_set_no_new_privs
+
+    add("prctl", supervisor_can_set_no_new_privs(), "PR_GET_NO_NEW_PRIVS answers (python-prctl)")
     try:
         from .cgroups import detect_cgroups
 
         cg = detect_cgroups()
-        add("cgroups", True, f"v{cg.version}: {cg}")
+        add("cgroups", True, cg.describe())
     except Exception as exc:  # report, never crash: doctor exists for broken hosts
         add("cgroups", False, str(exc))
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Config
-from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -19,8 +18,6 @@ def plan_network(config: Config) -> NetworkPlan:
     if not config.enabled("net"):
         # Sharing the host's network namespace is only ever asked for by name.
         return NetworkPlan(private_namespace=False, loopback_up=False)
-    if config.net not in ("loopback", "none"):
-        raise ConfigError(f"unknown network mode {config.net!r}", field="net")
     return NetworkPlan(private_namespace=True, loopback_up=config.net == "loopback")
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ._core import ffi, lib
 from .capabilities import CapabilityPlan, plan_capabilities
 from .config import Config
-from .errors import ConfigError, HostUnsupportedError
+from .errors import HostUnsupportedError
 from .host import HostFeatures, detect
 from .namespaces import NamespacePlan, plan_namespaces
 from .network import NetworkPlan, plan_network
@@ -67,8 +67,6 @@ def make_plan(config: Config, host: HostFeatures | None = None) -> SandboxPlan:
     namespaces = plan_namespaces(config, host)
     network = plan_network(config)
     rootfs = plan_rootfs(config, host) if config.enabled("rootfs") else None
-    if config.enabled("rootfs") and not config.enabled("mount"):
-        raise ConfigError("the rootfs layer needs the mount namespace", field="disable")
     env = dict(config.env)
     prefix = rootfs.path_prefix if rootfs else ()
     env.setdefault("PATH", ":".join(prefix + DEFAULT_PATH))
@@ -97,9 +95,7 @@ class EncodedPlan:
         self._keep: list = []
         base = ffi.new("struct sbx_plan *")
         ns, caps, net = plan.namespaces, plan.capabilities, plan.network
-        base.clone_flags = ns.clone_flags | (lib.CLONE_NEWNET if net.private_namespace else 0)
-        if not net.private_namespace:
-            base.clone_flags &= ~lib.CLONE_NEWNET
+        base.clone_flags = ns.clone_flags  # includes CLONE_NEWNET exactly when the net layer is on
         base.cgroup_fd = -1
         base.wait_for_parent = 1
         base.cgroup_ns = int(ns.cgroup_ns)

@@ -95,6 +95,7 @@ class ShellPool:
         self._max_plans = max_plans
         self._ready: collections.OrderedDict = collections.OrderedDict()
         self._pending: collections.Counter = collections.Counter()
+        self._seen: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
         self.failures = 0
@@ -114,6 +115,14 @@ class ShellPool:
         with self._lock:
             if self._closed:
                 return
+            # Pre-make only for plans used more than once: a one-off run (the
+            # CLI, a unique config) would only pay for shells nobody takes.
+            if encoded not in self._seen:
+                self._seen[encoded] = True
+                if len(self._seen) > 4 * self._max_plans:
+                    self._seen.popitem(last=False)
+                return
+            self._seen.move_to_end(encoded)
             have = len(self._ready.get(encoded, ())) + self._pending[encoded]
             missing = self.size - have
             self._pending[encoded] += max(0, missing)
