@@ -9,10 +9,11 @@ from .errors import (CapabilityError, CgroupError, CgroupSetupError, ConfigError
                      SeccompError, SetupError, SpawnError)
 from .launcher import DEVNULL, PIPE, Result, Sandbox, run, spawn
 from .supervisor import Supervisor
+from .functions import InvokeResult, Runtime
 
 __all__ = [
     "Bind", "Config", "LAYERS", "Result", "Sandbox", "Supervisor", "run", "spawn", "PIPE", "DEVNULL",
     "SandboxError", "ConfigError", "HostUnsupportedError", "SpawnError", "SetupError", "NamespaceError",
     "CgroupError", "CgroupSetupError", "MountError", "CapabilityError", "SeccompError", "ExecError",
-    "PolicyError",
+    "PolicyError", "Runtime", "InvokeResult",
 ]

@@ -67,6 +67,12 @@ class SandboxCgroup:
             raise CgroupSetupError(errno.ENOENT, f"stats: {self.path} was destroyed")
         return self._backend.stats(self.dirs)
 
+    @property
+    def memory_peak_path(self) -> str | None:
+        """The control file holding the memory high-water mark (bytes), for
+        callers that read it often; None when the kernel keeps none."""
+        return self._backend.memory_peak_path(self.dirs)
+
     def kill(self) -> None:
         """SIGKILL every process in the cgroup (does not wait)."""
         if not self._destroyed:

@@ -181,6 +181,10 @@ class V1Backend:
     def _dir(self, dirs, name):
         return dirs[self._index[name]]
 
+    def memory_peak_path(self, dirs) -> str | None:
+        name = "memory.memsw.max_usage_in_bytes" if self.memsw else "memory.max_usage_in_bytes"
+        return f"{self._dir(dirs, 'memory')}/{name}"
+
     def stats(self, dirs) -> CgroupStats:
         path = "?"
         try:

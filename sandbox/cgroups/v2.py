@@ -152,6 +152,9 @@ class V2Backend:
             except OSError:
                 pass
 
+    def memory_peak_path(self, dirs) -> str | None:
+        return dirs[0] + "/memory.peak" if "memory.peak" in self.features else None
+
     def stats(self, dirs) -> CgroupStats:
         (d,) = dirs
         path = d

@@ -1,0 +1,350 @@
+"""One execution environment: a sandbox running the runtime bootstrap for one
+function version, and the supervisor's end of its private channel.
+
+State machine (an illegal transition raises):
+
+    STARTING --ready--> READY --invoke--> BUSY --response--> READY
+        |                  |                 |
+        +--init error------+---destroy-------+--timeout/crash/corrupt channel--> DEAD
+
+The environment never outlives a failure it cannot explain: a timeout, an
+exit, a corrupt frame or an oversized response all end it.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import threading
+import time
+from dataclasses import dataclass
+
+from ..launcher import DEVNULL, spawn
+from .runtime import wire
+from .spec import EnvironmentSpec
+
+STARTING, READY, BUSY, DEAD = "starting", "ready", "busy", "dead"
+_TRANSITIONS = {
+    (STARTING, READY), (STARTING, DEAD), (READY, BUSY), (BUSY, READY), (READY, DEAD), (BUSY, DEAD),
+}
+LOG_PIPE_SIZE = 1 << 20        # fewer wake-ups when a handler prints a lot
+LOG_KEEP = 1 << 20             # output kept per invocation for the log sink
+TAIL_KEEP = 4096               # Lambda's log tail is the last 4 KB
+_POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+@dataclass
+class Outcome:
+    """What one request to the runtime produced."""
+
+    kind: str                  # "result", "error", "bad_request", "ready", "init_error",
+                               # "timeout", "exit", "oom", "invalid_response", "too_large"
+    body: bytes = b""
+    duration_ms: float = 0.0
+    output: bytes = b""        # what the handler printed (capped, see `output_dropped`)
+    output_dropped: int = 0
+    exit_status: str = ""      # "exit status 1" / "signal: killed" when the runtime died
+
+
+class Output:
+    """The handler's stdout/stderr of one phase: the first LOG_KEEP bytes, and
+    past that a rolling last TAIL_KEEP bytes."""
+
+    __slots__ = ("chunks", "size", "dropped", "tail")
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.dropped = 0
+        self.tail = b""
+
+    def add(self, data: bytes) -> None:
+        if self.size < LOG_KEEP:
+            room = LOG_KEEP - self.size
+            self.chunks.append(data[:room])
+            self.size += min(room, len(data))
+            data = data[room:]
+        if data:
+            self.dropped += len(data)
+            self.tail = (self.tail + data)[-TAIL_KEEP:]
+
+    def text(self) -> bytes:
+        if not self.dropped:
+            return b"".join(self.chunks)
+        note = f"\n[sandbox: {self.dropped} bytes of output dropped]\n".encode()
+        return b"".join(self.chunks) + note + self.tail
+
+
+class Environment:
+    """Create with `Environment.start(spec)`; then `invoke()` (one at a time),
+    then `destroy()`."""
+
+    def __init__(self, spec: EnvironmentSpec, environment_id: str, supervisor=None):
+        self.spec = spec
+        self.id = environment_id
+        self.state = STARTING
+        self.created = time.monotonic()
+        self.last_used = self.created
+        self.invocations = 0
+        self.init_duration_ms: float | None = None
+        self.init_output = b""
+        self._state_lock = threading.Lock()
+        self._box = None
+        self._supervisor = supervisor
+        self._request_fd = self._response_fd = self._log_fd = -1
+        self._peak_fd = -1
+        self._buffer = bytearray()
+        self._poller = None
+        self._result = None
+
+    # -- state ------------------------------------------------------------------
+    def _move(self, new: str) -> None:
+        with self._state_lock:
+            if (self.state, new) not in _TRANSITIONS:
+                raise IllegalTransition(f"environment {self.id}: {self.state} -> {new}")
+            self.state = new
+
+    @property
+    def alive(self) -> bool:
+        return self.state in (READY, BUSY)
+
+    # -- start ------------------------------------------------------------------
+    def start(self) -> Outcome:
+        """Spawn the sandbox and run init.  Returns the "ready" outcome, or the
+        init failure (the environment is then dead)."""
+        started = time.monotonic()
+        request_r, self._request_fd = os.pipe2(os.O_CLOEXEC)
+        self._response_fd, response_w = os.pipe2(os.O_CLOEXEC)
+        self._log_fd, log_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.fcntl(self._log_fd, fcntl.F_SETPIPE_SZ, LOG_PIPE_SIZE)
+            except OSError:
+                pass  # capped by /proc/sys/fs/pipe-max-size: the default size still works
+            for fd in (self._request_fd, self._response_fd, self._log_fd):
+                os.set_blocking(fd, False)
+            self._box = spawn(self.spec.argv(self.id), self.spec.config, stdin=DEVNULL, stdout=log_w,
+                              stderr=log_w, pass_fds=(request_r, response_w), supervisor=self._supervisor)
+        except BaseException:
+            self._close_fds()
+            self.state = DEAD
+            raise
+        finally:
+            for fd in (request_r, response_w, log_w):
+                os.close(fd)
+        cgroup = self._box._cgroup
+        peak_path = cgroup.memory_peak_path if cgroup is not None else None
+        if peak_path:
+            self._peak_fd = os.open(peak_path, os.O_RDONLY | os.O_CLOEXEC)
+        self._poller = select.poll()
+        for fd in (self._response_fd, self._log_fd, self._box._pidfd):
+            self._poller.register(fd, select.POLLIN)
+        output = Output()
+        outcome = self._await(started + self.spec.init_timeout_s, output)
+        self.init_duration_ms = (time.monotonic() - started) * 1000
+        if outcome.kind == "ready":
+            self._move(READY)
+        else:
+            if outcome.kind not in _FAILED_INIT:  # an answer to a request never sent: broken runtime
+                outcome.kind = "invalid_response"
+            self._end(output)
+        outcome.output, outcome.output_dropped = output.text(), output.dropped
+        self.init_output = outcome.output
+        return outcome
+
+    # -- invoke -----------------------------------------------------------------
+    def invoke(self, request_id: str, payload: bytes, deadline_ms: int, arn: str,
+               trace: str = "", client_context: bytes = b"") -> Outcome:
+        self._move(BUSY)
+        output = Output()
+        started = time.monotonic()
+        deadline = started + self.spec.timeout_s
+        frame = wire.invoke_frame(request_id, deadline_ms, arn.encode(), trace.encode(), client_context, payload)
+        outcome = self._send(frame, deadline, output)
+        if outcome is None:
+            outcome = self._await(deadline, output)
+        outcome.duration_ms = (time.monotonic() - started) * 1000
+        self.invocations += 1
+        self.last_used = time.monotonic()
+        if outcome.kind in ("result", "error", "bad_request"):
+            if self._log_fd >= 0:
+                self._drain_log(output)  # what the handler printed before it answered
+            self._move(READY)
+        else:
+            self._end(output)
+        outcome.output, outcome.output_dropped = output.text(), output.dropped
+        return outcome
+
+    def memory_peak_bytes(self) -> int | None:
+        if self._peak_fd < 0:
+            return None
+        try:
+            return int(os.pread(self._peak_fd, 32, 0))
+        except (OSError, ValueError):
+            return None
+
+    # -- the channel --------------------------------------------------------------
+    def _send(self, frame: bytes, deadline: float, output: Output) -> Outcome | None:
+        """Write a request; None when it was written whole."""
+        data = memoryview(frame)
+        while data:
+            try:
+                data = data[os.write(self._request_fd, data):]
+                continue
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
+                return self._died()
+            # The runtime is not reading yet (large payload): wait for room or for it to die.
+            poller = select.poll()
+            poller.register(self._request_fd, select.POLLOUT)
+            poller.register(self._log_fd, select.POLLIN)
+            poller.register(self._box._pidfd, select.POLLIN)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self._timed_out()
+            for fd, _ in poller.poll(remaining * 1000):
+                if fd == self._log_fd:
+                    self._drain_log(output)
+                elif fd == self._box._pidfd:
+                    return self._died()
+        return None
+
+    def _await(self, deadline: float, output: Output) -> Outcome:
+        """Wait for one response frame, the runtime's death, or the deadline."""
+        while True:
+            outcome = self._parse()
+            if outcome is not None:
+                return outcome
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self._timed_out()
+            events = self._poller.poll(remaining * 1000)
+            for fd, _ in events:
+                if fd == self._log_fd:
+                    self._drain_log(output)
+            for fd, _ in events:
+                if fd == self._response_fd:
+                    if not self._read_response():
+                        return self._died()  # EOF: the runtime is gone
+                elif fd == self._box._pidfd:
+                    self._read_response()  # a response written just before exiting still counts
+                    outcome = self._parse()
+                    return outcome if outcome is not None else self._died()
+
+    def _read_response(self) -> bool:
+        """Read what is available; False on EOF."""
+        try:
+            chunk = os.read(self._response_fd, 1 << 20)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        self._buffer += chunk
+        return True
+
+    def _parse(self) -> Outcome | None:
+        buffer = self._buffer
+        if len(buffer) < wire.HEADER.size:
+            return None
+        magic, kind, length = wire.HEADER.unpack_from(buffer)
+        if magic != wire.MAGIC or kind not in wire.RESPONSE_KINDS:
+            return self._corrupt("invalid_response")
+        if length > wire.MAX_FRAME:
+            return self._corrupt("too_large")
+        end = wire.HEADER.size + length
+        if len(buffer) < end:
+            return None
+        body = bytes(buffer[wire.HEADER.size:end])
+        del buffer[:end]
+        if buffer:  # the runtime answers exactly once per request
+            return self._corrupt("invalid_response")
+        return Outcome(_KIND_NAMES[kind], body)
+
+    def _drain_log(self, output: Output) -> None:
+        while True:
+            try:
+                chunk = os.read(self._log_fd, LOG_PIPE_SIZE)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self._poller.unregister(self._log_fd)
+                os.close(self._log_fd)
+                self._log_fd = -1
+                return
+            output.add(chunk)
+
+    # -- endings ------------------------------------------------------------------
+    # These only say what happened; the caller ends the environment (_end).
+    def _timed_out(self) -> Outcome:
+        return Outcome("timeout")
+
+    def _corrupt(self, kind: str) -> Outcome:
+        return Outcome(kind)
+
+    def _died(self) -> Outcome:
+        self._reap()
+        result = self._result
+        if result is not None and result.oom_killed:
+            return Outcome("oom", exit_status="signal: killed")
+        return Outcome("exit", exit_status=_exit_status(result))
+
+    def _reap(self) -> None:
+        with self._state_lock:
+            self.state = DEAD
+            box, self._box = self._box, None
+        if box is not None:
+            box.kill()  # pid 1 gone takes the rest; without a pid namespace this is what does
+            self._result = box.wait()
+            box.close()
+
+    def _end(self, output: Output | None = None) -> None:
+        """Kill and reap the sandbox, collect its last output, close the channel."""
+        self._reap()
+        if output is not None and self._log_fd >= 0:
+            self._drain_log(output)
+        self._close_fds()
+
+    def destroy(self) -> None:
+        """End the environment whatever its state (idempotent).  Only the thread
+        that owns the environment (the invoking one, or the pool when idle) may
+        call this; others use kill()."""
+        self._end()
+
+    def kill(self) -> None:
+        """SIGKILL the sandbox from any thread; the owner notices and cleans up."""
+        with self._state_lock:
+            box = self._box
+        if box is not None:
+            box.kill()
+
+    def _close_fds(self) -> None:
+        for name in ("_request_fd", "_response_fd", "_log_fd", "_peak_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                setattr(self, name, -1)
+                os.close(fd)
+
+
+_FAILED_INIT = frozenset(("init_error", "timeout", "exit", "oom", "invalid_response", "too_large"))
+_KIND_NAMES = {wire.READY: "ready", wire.INIT_ERROR: "init_error", wire.RESULT: "result",
+               wire.ERROR: "error", wire.BAD_REQUEST: "bad_request"}
+
+# Go's names for signals: Lambda reports "Runtime exited with error: signal: killed".
+_SIGNAL_NAMES = {1: "hangup", 2: "interrupt", 3: "quit", 4: "illegal instruction", 5: "trace/breakpoint trap",
+                 6: "aborted", 7: "bus error", 8: "floating point exception", 9: "killed",
+                 10: "user defined signal 1", 11: "segmentation fault", 12: "user defined signal 2",
+                 13: "broken pipe", 14: "alarm clock", 15: "terminated", 24: "CPU time limit exceeded",
+                 25: "file size limit exceeded", 31: "bad system call"}
+
+
+def _exit_status(result) -> str:
+    if result is None:
+        return "signal: killed"
+    if result.signal is not None:
+        return f"signal: {_SIGNAL_NAMES.get(result.signal, f'signal {result.signal}')}"
+    return f"exit status {result.exit_code}"

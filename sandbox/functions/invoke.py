@@ -1,0 +1,199 @@
+"""The synchronous invoke path: pick or start an environment, run one request,
+turn the outcome into Lambda's result and error shapes, write the logs."""
+from __future__ import annotations
+
+import datetime
+import time
+import uuid
+from dataclasses import dataclass
+
+from . import logs
+from .errors import InvalidRequestContentException, RequestTooLargeException, ServiceException
+from .runtime import fastjson
+from .runtime.wire import MAX_PAYLOAD
+
+INIT_FAILURES = ("init_error", "timeout", "exit", "oom", "invalid_response", "too_large")
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """What Invoke returns.  `function_error` is "Unhandled" when `payload` is
+    an error object ({errorMessage, errorType, ...}); `log_result` is the
+    base64 log tail when log_type="Tail" was asked for."""
+
+    status_code: int
+    payload: bytes
+    function_error: str | None
+    log_result: str | None
+    executed_version: str
+    request_id: str
+    duration_ms: float
+    init_duration_ms: float | None
+    environment_id: str
+
+    def json(self):
+        import json
+
+        return json.loads(self.payload)
+
+
+class Invoker:
+    def __init__(self, runtime, sink):
+        self._runtime = runtime
+        self.sink = sink
+
+    def invoke(self, name, payload, qualifier, log_type, client_context, trace_id) -> InvokeResult:
+        if log_type not in (None, "None", "Tail"):
+            from .errors import InvalidParameterValueException
+
+            raise InvalidParameterValueException(f"LogType must be None or Tail, got {log_type!r}")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise InvalidRequestContentException("Payload must be bytes")
+        payload = bytes(payload) or b"{}"
+        if len(payload) > MAX_PAYLOAD:
+            raise RequestTooLargeException(f"Request must be smaller than {MAX_PAYLOAD} bytes for the "
+                                           "InvokeFunction operation")
+        context = _client_context(client_context)
+        fc, pool = self._runtime._pool_for(name, qualifier)
+        request_id = str(uuid.uuid4())
+        env = pool.acquire()
+        init = None
+        if env is None:
+            env, init = pool.start()
+            if init.kind != "ready":
+                return self._init_failed(fc, env, init, request_id, log_type)
+        deadline_ms = int(time.time() * 1000) + fc.timeout_s * 1000
+        try:
+            outcome = env.invoke(request_id, payload, deadline_ms, self._runtime.function_arn(fc.function_name)
+                                 + ("" if fc.version == "$LATEST" else f":{fc.version}"),
+                                 trace_id or "", context)
+        finally:
+            pool.release(env)
+        if outcome.kind == "bad_request":
+            raise InvalidRequestContentException(outcome.body.decode("utf-8", "replace"))
+        if self._runtime._manager.closed and outcome.kind not in ("result", "error"):
+            raise ServiceException("The runtime closed during the invocation")
+        body, function_error, status, error_type = _response(outcome, request_id, fc.timeout_s)
+        log_text = None
+        want_logs = logs.sink_enabled(self.sink)
+        if want_logs or log_type == "Tail":
+            log_text = self._log_text(fc, env, request_id, outcome, init, status, error_type)
+            if want_logs:
+                self._emit(fc, env, request_id, log_text)
+        return InvokeResult(200, body, function_error, logs.tail(log_text) if log_type == "Tail" else None,
+                            fc.version, request_id, outcome.duration_ms,
+                            env.init_duration_ms if init is not None else None, env.id)
+
+    # -- init failures ------------------------------------------------------------
+    def _init_failed(self, fc, env, init, request_id, log_type) -> InvokeResult:
+        if init.kind == "init_error":
+            body, error_type = init.body, _error_type(init.body)
+        else:
+            body, _, _, error_type = _response(init, request_id, env.spec.init_timeout_s)
+        text = None
+        want_logs = logs.sink_enabled(self.sink)
+        if want_logs or log_type == "Tail":
+            text = (self._init_start() + init.output.decode("utf-8", "replace")
+                    + f"INIT_REPORT Init Duration: {env.init_duration_ms:.2f} ms\tPhase: init\tStatus: error"
+                    f"\tError Type: {error_type}\n"
+                    + logs.start_line(request_id, fc.version) + logs.end_line(request_id)
+                    + logs.report_line(request_id, 0.0, fc.memory_mb, None, env.init_duration_ms,
+                                       "error", error_type))
+            if want_logs:
+                self._emit(fc, env, request_id, text)
+        return InvokeResult(200, body, "Unhandled", logs.tail(text) if log_type == "Tail" else None,
+                            fc.version, request_id, 0.0, env.init_duration_ms, env.id)
+
+    # -- logs -----------------------------------------------------------------------
+    def _init_start(self) -> str:
+        from .spec import PYTHON_VERSION
+
+        return logs.init_start_line(logs.RUNTIME_VERSION.format(version=PYTHON_VERSION), self._runtime.region,
+                                    "sandbox")
+
+    def _log_text(self, fc, env, request_id, outcome, init, status, error_type) -> str:
+        parts = []
+        if init is not None:
+            parts.append(self._init_start())
+            parts.append(env.init_output.decode("utf-8", "replace"))
+        parts.append(logs.start_line(request_id, fc.version))
+        parts.append(outcome.output.decode("utf-8", "replace"))
+        if outcome.output and not outcome.output.endswith(b"\n"):
+            parts.append("\n")
+        if outcome.kind == "timeout":
+            parts.append(f"{_timestamp()} {request_id} Task timed out after {fc.timeout_s:.2f} seconds\n")
+        elif status == "error" and outcome.kind != "error":
+            parts.append(f"RequestId: {request_id} Error: {_message(outcome, fc.timeout_s)}\n{error_type}\n")
+        parts.append(logs.end_line(request_id))
+        peak = logs.mb_used(env.memory_peak_bytes()) if env.alive else None
+        parts.append(logs.report_line(request_id, outcome.duration_ms, fc.memory_mb, peak,
+                                      env.init_duration_ms if init is not None else None,
+                                      status if outcome.kind != "error" else None,
+                                      error_type if outcome.kind != "error" else None))
+        return "".join(parts)
+
+    def _emit(self, fc, env, request_id, text) -> None:
+        from .spec import log_stream_name
+
+        record = logs.InvocationLog(fc.function_name, fc.version, request_id, f"/aws/lambda/{fc.function_name}",
+                                    log_stream_name(fc.version, env.id), text)
+        try:
+            self.sink(record)
+        except Exception:  # a broken sink must not fail the invocation
+            import logging
+
+            logging.getLogger("sandbox.functions").exception("log sink failed")
+
+
+def _response(outcome, request_id, timeout_s) -> tuple[bytes, str | None, str | None, str | None]:
+    """(payload, function error, REPORT status, error type) for an outcome."""
+    if outcome.kind == "result":
+        return outcome.body, None, None, None
+    if outcome.kind == "error":
+        return outcome.body, "Unhandled", None, _error_type(outcome.body)
+    error_type = _PLATFORM_ERRORS[outcome.kind]
+    status = "timeout" if outcome.kind == "timeout" else "error"
+    body = {"errorType": error_type, "errorMessage": f"RequestId: {request_id} Error: {_message(outcome, timeout_s)}"}
+    return fastjson.dumps(body, None).encode(), "Unhandled", status, error_type
+
+
+_PLATFORM_ERRORS = {
+    "timeout": "Sandbox.Timedout",
+    "exit": "Runtime.ExitError",
+    "oom": "Runtime.OutOfMemory",
+    "invalid_response": "Runtime.InvalidResponse",
+    "too_large": "Function.ResponseSizeTooLarge",
+}
+
+
+def _message(outcome, timeout_s) -> str:
+    if outcome.kind == "timeout":
+        return f"Task timed out after {timeout_s:.2f} seconds"
+    if outcome.kind in ("exit", "oom"):
+        return f"Runtime exited with error: {outcome.exit_status}"
+    if outcome.kind == "too_large":
+        return f"Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."
+    return "Runtime sent a malformed response; the environment was ended"
+
+
+def _error_type(body: bytes) -> str:
+    try:
+        return str(fastjson.loads(body.decode("utf-8")).get("errorType", "Unknown"))
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return "Unknown"
+
+
+def _client_context(value) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, (dict, list)):
+        return fastjson.dumps(value, None).encode()
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, (bytes, bytearray)) or len(value) > 3583:
+        raise InvalidRequestContentException("Client context must be JSON of at most 3583 bytes")
+    return bytes(value)
+
+
+def _timestamp() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -1,0 +1,146 @@
+"""Functions and versions as data: the immutable configuration of one version,
+and the validation of what callers ask for (Lambda's limits and names).
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import re
+import uuid
+from dataclasses import dataclass, field, fields, replace
+
+from .errors import InvalidParameterValueException
+from .spec import PYTHON_VERSION, RESERVED_VARIABLES
+
+LATEST = "$LATEST"
+RUNTIMES = ("python3", f"python{PYTHON_VERSION}")
+NETWORK_MODES = ("none",)
+_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_VARIABLE_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9_])+$")
+_HANDLER = re.compile(r"^[^\s]{1,128}$")
+ENVIRONMENT_BYTES = 4096       # Lambda: all variables together
+
+
+@dataclass(frozen=True)
+class FunctionConfiguration:
+    """One version of a function ($LATEST or a published number).  Immutable:
+    an update makes a new $LATEST configuration; a publish snapshots it."""
+
+    function_name: str
+    function_arn: str
+    version: str
+    runtime: str
+    handler: str
+    code: object                               # a CodePackage
+    memory_mb: int = 128
+    timeout_s: int = 3
+    environment: tuple[tuple[str, str], ...] = ()
+    ephemeral_storage_mb: int = 512
+    policy: str = "default"
+    network: str = "none"
+    description: str = ""
+    revision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    last_modified: str = field(default_factory=lambda: _now())
+
+    def same_deployment(self, other: "FunctionConfiguration") -> bool:
+        """True when code and configuration match (what decides whether a
+        publish makes a new version); ignores names, dates and revisions."""
+        ignored = {"function_arn", "version", "revision_id", "last_modified", "description"}
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self)
+                   if f.name not in ignored and f.name != "code") and self.code.sha256 == other.code.sha256
+
+    def to_dict(self) -> dict:
+        """Lambda's FunctionConfiguration shape."""
+        return {
+            "FunctionName": self.function_name,
+            "FunctionArn": self.function_arn if self.version == LATEST else f"{self.function_arn}:{self.version}",
+            "Runtime": self.runtime,
+            "Handler": self.handler,
+            "CodeSize": self.code.code_size,
+            "CodeSha256": self.code.code_sha256,
+            "Description": self.description,
+            "Timeout": self.timeout_s,
+            "MemorySize": self.memory_mb,
+            "LastModified": self.last_modified,
+            "Version": self.version,
+            "Environment": {"Variables": dict(self.environment)},
+            "EphemeralStorage": {"Size": self.ephemeral_storage_mb},
+            "RevisionId": self.revision_id,
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Architectures": ["x86_64"],
+        }
+
+    def updated(self, **changes) -> "FunctionConfiguration":
+        return replace(self, revision_id=str(uuid.uuid4()), last_modified=_now(), **changes)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+
+
+# -- validation ---------------------------------------------------------------------
+def check_function_name(name) -> str:
+    if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+        raise InvalidParameterValueException(
+            f"1 validation error detected: Value '{name}' at 'functionName' failed to satisfy constraint: "
+            "Member must satisfy regular expression pattern: [a-zA-Z0-9-_]{1,64}")
+    return name
+
+
+def _int_in(value, name, low, high) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidParameterValueException(f"{name} must be an integer between {low} and {high}, got {value!r}")
+    return value
+
+
+def check_settings(*, runtime, handler, memory_mb, timeout_s, environment, ephemeral_storage_mb, policy,
+                   network, description="") -> dict:
+    """Validate what create_function/update_function_configuration accept;
+    returns the normalized settings."""
+    if runtime not in RUNTIMES:
+        raise InvalidParameterValueException(f"Value {runtime!r} at 'runtime' failed to satisfy constraint: "
+                                             f"Member must be one of {list(RUNTIMES)}")
+    if not isinstance(handler, str) or not _HANDLER.match(handler):
+        raise InvalidParameterValueException(f"Value {handler!r} at 'handler' failed to satisfy constraint: "
+                                             "Member must satisfy regular expression pattern: [^\\s]{1,128}")
+    _int_in(memory_mb, "MemorySize", 128, 10240)
+    if isinstance(timeout_s, float) and math.isfinite(timeout_s) and timeout_s == int(timeout_s):
+        timeout_s = int(timeout_s)
+    _int_in(timeout_s, "Timeout", 1, 900)
+    _int_in(ephemeral_storage_mb, "EphemeralStorage.Size", 512, 10240)
+    if not isinstance(policy, str) or not policy:
+        raise InvalidParameterValueException("policy must name a seccomp policy")
+    if network not in NETWORK_MODES:
+        raise InvalidParameterValueException(f"network must be one of {list(NETWORK_MODES)}, got {network!r}")
+    if not isinstance(description, str) or len(description) > 256:
+        raise InvalidParameterValueException("Description must be a string of at most 256 characters")
+    return dict(runtime=runtime, handler=handler, memory_mb=memory_mb, timeout_s=timeout_s,
+                environment=check_environment(environment), ephemeral_storage_mb=ephemeral_storage_mb,
+                policy=policy, network=network, description=description)
+
+
+def check_environment(variables) -> tuple[tuple[str, str], ...]:
+    if variables is None:
+        return ()
+    if not isinstance(variables, dict):
+        raise InvalidParameterValueException("Environment variables must be a dict of strings")
+    total = 0
+    for key, value in variables.items():
+        if not isinstance(key, str) or not _VARIABLE_NAME.match(key):
+            raise InvalidParameterValueException(
+                f"Environment variable name {key!r} must match [a-zA-Z]([a-zA-Z0-9_])+")
+        if key in RESERVED_VARIABLES:
+            raise InvalidParameterValueException(
+                f"Lambda was unable to configure your environment variables because the environment variables "
+                f"you have provided contains reserved keys that are currently not supported for modification. "
+                f"Reserved keys used in this request: {key}")
+        if not isinstance(value, str) or "\0" in value:
+            raise InvalidParameterValueException(f"Environment variable {key} must be a string without NUL")
+        total += len(key.encode()) + len(value.encode())
+    if total > ENVIRONMENT_BYTES:
+        raise InvalidParameterValueException(
+            f"Lambda was unable to configure your environment variables because the environment variables you "
+            f"have provided exceeded the 4KB limit. String measured: {total} bytes")
+    return tuple(sorted(variables.items()))

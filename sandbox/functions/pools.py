@@ -1,0 +1,243 @@
+"""Which environment serves an invocation: one pool of environments per
+function version, and the manager that caps, ages and reaps them.
+
+Rules (Lambda's): an environment belongs to exactly one pool -- one
+(function, version, $LATEST generation) -- for its whole life; it serves one
+invocation at a time; an idle one is reused (most recently used first, so
+the warmest stays warm); a new one is started when none is idle.  Pools of
+replaced code or configuration drain: idle environments go at once, busy ones
+when their invocation ends.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from .environment import Environment
+from .errors import TooManyRequestsException
+
+
+class EnvironmentPool:
+    def __init__(self, key, spec, manager: "EnvironmentManager"):
+        self.key = key
+        self.spec = spec
+        self._manager = manager
+        self._idle: list[Environment] = []       # LIFO
+        self._busy: set[Environment] = set()
+        self._lock = threading.Lock()
+        self.draining = False
+
+    def acquire(self) -> Environment | None:
+        """An idle environment, now busy; None when a new one must be started."""
+        expired = []
+        env = None
+        with self._lock:
+            while self._idle:
+                candidate = self._idle.pop()
+                if self._manager.expired(candidate):
+                    expired.append(candidate)
+                    continue
+                env = candidate
+                self._busy.add(env)
+                break
+        for old in expired:
+            self._manager.destroy(old)
+        return env
+
+    def start(self) -> tuple[Environment, object]:
+        """Start a new environment (counted against the runtime's cap) and run
+        its init.  Returns (environment, init outcome); the environment is busy
+        when its outcome is "ready"."""
+        self._manager.reserve_slot(self)
+        env = Environment(self.spec, uuid.uuid4().hex, self._manager.supervisor)
+        with self._lock:
+            self._busy.add(env)
+        try:
+            outcome = env.start()
+        except BaseException:
+            self._forget(env)
+            raise
+        if outcome.kind != "ready":
+            self._forget(env)
+        return env, outcome
+
+    def release(self, env: Environment) -> None:
+        with self._lock:
+            self._busy.discard(env)
+            keep = env.alive and not self.draining and not self._manager.expired(env)
+            if keep:
+                self._idle.append(env)
+        if not keep:
+            self._manager.destroy(env)
+
+    def _forget(self, env: Environment) -> None:
+        with self._lock:
+            self._busy.discard(env)
+        self._manager.destroy(env)
+
+    def drain(self) -> None:
+        """Stop reusing this pool's environments: idle ones end now, busy ones on release."""
+        with self._lock:
+            self.draining = True
+            idle, self._idle = self._idle, []
+        for env in idle:
+            self._manager.destroy(env)
+
+    def take_idle(self, predicate) -> list[Environment]:
+        """Remove and return idle environments for which predicate(env) holds."""
+        with self._lock:
+            taken = [e for e in self._idle if predicate(e)]
+            self._idle = [e for e in self._idle if not predicate(e)] if taken else self._idle
+        return taken
+
+    def oldest_idle(self) -> Environment | None:
+        with self._lock:
+            return self._idle[0] if self._idle else None
+
+    def busy(self) -> list[Environment]:
+        with self._lock:
+            return list(self._busy)
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return len(self._idle), len(self._busy)
+
+    @property
+    def empty(self) -> bool:
+        with self._lock:
+            return not self._idle and not self._busy
+
+
+class EnvironmentManager:
+    """All pools of one Runtime: the cap on live environments, idle timeout,
+    maximum lifetime (lease), and a reaper thread that enforces the last two."""
+
+    def __init__(self, supervisor, *, max_environments: int, idle_timeout_s: float, max_lifetime_s: float,
+                 on_pool_empty=None):
+        self.supervisor = supervisor
+        self.max_environments = max_environments
+        self.idle_timeout_s = idle_timeout_s
+        self.max_lifetime_s = max_lifetime_s
+        self._pools: dict = {}
+        self._lock = threading.Lock()
+        self._live = 0
+        self._closed = False
+        self._wake = threading.Condition(self._lock)
+        self._on_pool_empty = on_pool_empty
+        self._reaper = threading.Thread(target=self._reap_loop, name="sandbox-env-reaper", daemon=True)
+        self._reaper.start()
+
+    # -- pools ----------------------------------------------------------------------
+    def pool(self, key, make_spec) -> tuple[EnvironmentPool, bool]:
+        """(the pool for key, whether it was just created)."""
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is not None:
+                return pool, False
+            pool = self._pools[key] = EnvironmentPool(key, make_spec(), self)
+            return pool, True
+
+    def drain(self, match) -> None:
+        """Drain every pool whose key satisfies match(key)."""
+        with self._lock:
+            pools = [p for k, p in self._pools.items() if match(k)]
+        for pool in pools:
+            pool.drain()
+        self._collect_empty()
+
+    def pools(self) -> list[EnvironmentPool]:
+        with self._lock:
+            return list(self._pools.values())
+
+    # -- the cap ----------------------------------------------------------------------
+    def reserve_slot(self, pool: EnvironmentPool) -> None:
+        """Count a new environment; at the cap, end the least recently used idle
+        environment of another version first, or throttle."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise TooManyRequestsException("The runtime is closing", "ConcurrentInvocationLimitExceeded")
+                if self._live < self.max_environments:
+                    self._live += 1
+                    return
+                candidates = [p for p in self._pools.values() if p is not pool]
+            victim = None
+            for other in candidates + [pool]:
+                env = other.oldest_idle()
+                if env is not None and (victim is None or env[1].last_used < victim[1].last_used):
+                    victim = (other, env)
+            if victim is None or not victim[0].take_idle(lambda e, env=victim[1]: e is env):
+                if victim is None:
+                    raise TooManyRequestsException("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
+                continue
+            self.destroy(victim[1])
+
+    def expired(self, env: Environment) -> bool:
+        return time.monotonic() - env.created >= self.max_lifetime_s
+
+    def destroy(self, env: Environment) -> None:
+        try:
+            env.destroy()
+        finally:
+            with self._lock:
+                self._live -= 1
+                self._wake.notify_all()
+
+    @property
+    def live(self) -> int:
+        with self._lock:
+            return self._live
+
+    # -- reaping --------------------------------------------------------------------
+    def _reap_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                self._wake.wait(min(1.0, self.idle_timeout_s / 2, self.max_lifetime_s / 2))
+                if self._closed:
+                    return
+            self.reap()
+
+    def reap(self) -> None:
+        """End idle environments past the idle timeout or their lease."""
+        now = time.monotonic()
+
+        def stale(env):
+            return now - env.last_used >= self.idle_timeout_s or now - env.created >= self.max_lifetime_s
+
+        for pool in self.pools():
+            for env in pool.take_idle(stale):
+                self.destroy(env)
+        self._collect_empty()
+
+    def _collect_empty(self) -> None:
+        with self._lock:
+            gone = [p for p in self._pools.values() if p.draining and p.empty]
+            for pool in gone:
+                del self._pools[pool.key]
+        if self._on_pool_empty:
+            for pool in gone:
+                self._on_pool_empty(pool)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """End every environment, busy or not, and stop the reaper.  Busy ones
+        are killed; their invoking threads clean up and count them down."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+        self._reaper.join()
+        for pool in self.pools():
+            pool.drain()
+            for env in pool.busy():
+                env.kill()
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while self._live > 0 and time.monotonic() < deadline:
+                self._wake.wait(0.05)
+        self._collect_empty()

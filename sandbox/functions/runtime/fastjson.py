@@ -1,0 +1,77 @@
+"""JSON for the bootstrap without `import json`.
+
+`json` pulls in `re` and `enum`, about 10 ms of a cold start on a small VM.
+The C accelerator `_json` does the real work in both directions anyway; this
+module drives it directly with the same settings as json.loads()/json.dumps()
+(strict parsing, ASCII output, NaN/Infinity allowed as Python does), and falls
+back to `json` where `_json` is missing.
+"""
+try:
+    import _json
+except ImportError:  # pragma: no cover - CPython always has it
+    _json = None
+
+_WHITESPACE = " \t\n\r"
+
+
+def _constant(name):
+    return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
+
+
+class _DecodeSettings:
+    """What json.JSONDecoder() hands the C scanner by default."""
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_constant)
+    memo = {}
+
+
+def _float_repr(value):
+    if value != value:
+        return "NaN"
+    if value == float("inf"):
+        return "Infinity"
+    if value == -float("inf"):
+        return "-Infinity"
+    return float.__repr__(value)
+
+
+class DecodeError(ValueError):
+    pass
+
+
+if _json is not None:
+    _scan = _json.make_scanner(_DecodeSettings())
+
+    def loads(text: str):
+        start = len(text) - len(text.lstrip(_WHITESPACE))
+        try:
+            value, end = _scan(text, start)
+        except StopIteration as stop:
+            raise DecodeError(f"Expecting value: char {stop.value}") from None
+        except ValueError as exc:  # json.JSONDecodeError from the C scanner
+            raise DecodeError(str(exc)) from None
+        if text[end:].strip(_WHITESPACE):
+            raise DecodeError(f"Extra data: char {end}")
+        return value
+
+    def dumps(value, default) -> str:
+        # (markers, default, encoder, indent, key_separator, item_separator,
+        #  sort_keys, skipkeys, allow_nan) -- json.encoder's c_make_encoder call.
+        encoder = _json.make_encoder({}, default, _json.encode_basestring_ascii, None, ": ", ", ",
+                                     False, False, True)
+        return "".join(encoder(value, 0))
+else:  # pragma: no cover
+    import json
+
+    def loads(text: str):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from None
+
+    def dumps(value, default) -> str:
+        return json.dumps(value, default=default)

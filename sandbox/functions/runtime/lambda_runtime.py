@@ -1,0 +1,268 @@
+"""The Python runtime inside an execution environment (started by /var/runtime/bootstrap.py).
+
+Lifecycle, as in Lambda: import the handler once (init), report READY or
+INIT_ERROR, then serve invocations one at a time until the supervisor closes
+the request pipe or kills the sandbox.
+
+Descriptors (set up by the supervisor): 0 = /dev/null; 1 and 2 = the log pipe
+(the handler's own output); 3 = requests (read); 4 = responses (write).
+The channel is moved to high descriptors at start so that a handler that
+writes to "fd 3" by accident does not corrupt it; a hostile one can still, and
+the supervisor then ends the environment.
+
+Only the standard library, and as little of it as possible: every import here
+is paid on each cold start.
+"""
+import os
+import sys
+import time
+
+import fastjson
+import wire
+
+REQUEST_FD, RESPONSE_FD = 3, 4
+TASK_ROOT = "/var/task"
+
+
+class InitFault(Exception):
+    def __init__(self, error_type, message, stack=()):
+        super().__init__(message)
+        self.error_type, self.message, self.stack = error_type, message, list(stack)
+
+
+class LambdaContext:
+    """The `context` argument, with awslambdaric's attribute names and types."""
+
+    def __init__(self, request_id, deadline_ms, invoked_arn, client_context):
+        self.aws_request_id = request_id
+        self.invoked_function_arn = invoked_arn
+        self._deadline_ms = deadline_ms
+        self.client_context = client_context
+        self.identity = None
+        self.function_name = _ENV_FUNCTION_NAME
+        self.function_version = _ENV_FUNCTION_VERSION
+        self.memory_limit_in_mb = _ENV_MEMORY
+        self.log_group_name = _ENV_LOG_GROUP
+        self.log_stream_name = _ENV_LOG_STREAM
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(self._deadline_ms - int(time.time() * 1000), 0)
+
+    def log(self, message) -> None:
+        sys.stdout.write(str(message))
+
+
+_ENV_FUNCTION_NAME = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+_ENV_FUNCTION_VERSION = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+_ENV_MEMORY = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+_ENV_LOG_GROUP = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+_ENV_LOG_STREAM = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+
+
+# -- the channel ----------------------------------------------------------------
+class Channel:
+    def __init__(self, request_fd, response_fd):
+        self.request_fd, self.response_fd = request_fd, response_fd
+        self._buffer = bytearray()
+
+    def send(self, kind, body=b"") -> None:
+        data = memoryview(wire.frame(kind, body))
+        while data:
+            data = data[os.write(self.response_fd, data):]
+
+    def receive(self):
+        """(kind, body) of the next request, or None when the supervisor hung up."""
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= wire.HEADER.size:
+                magic, kind, length = wire.HEADER.unpack_from(buffer)
+                if magic != wire.MAGIC or length > wire.MAX_FRAME:
+                    raise SystemExit("bootstrap: corrupt request frame")
+                end = wire.HEADER.size + length
+                if len(buffer) >= end:
+                    body = bytes(buffer[wire.HEADER.size:end])
+                    del buffer[:end]
+                    return kind, body
+            chunk = os.read(self.request_fd, 1 << 20)
+            if not chunk:
+                return None
+            buffer += chunk
+
+
+# -- errors ---------------------------------------------------------------------
+def _stack(tb, skip_bootstrap=True):
+    import traceback
+
+    frames = traceback.extract_tb(tb)
+    if skip_bootstrap:
+        frames = [f for f in frames if not f.filename.startswith("/var/runtime/")]
+    return traceback.format_list(frames)
+
+
+def _error_body(error_type, message, stack, request_id="") -> bytes:
+    body = {"errorMessage": message, "errorType": error_type, "requestId": request_id, "stackTrace": stack}
+    return fastjson.dumps(body, None).encode()
+
+
+def _log_error(error_type, message, stack) -> None:
+    # Lambda joins the lines of one error record with \r so they stay one log event.
+    lines = [f"[ERROR] {error_type}: {message}"]
+    if stack:
+        lines.append("Traceback (most recent call last):")
+        lines.extend(line.rstrip("\n") for line in stack)
+    sys.stdout.write("\r".join(lines) + "\n")
+
+
+# -- init -----------------------------------------------------------------------
+def _set_sys_path() -> None:
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    paths = [TASK_ROOT, f"/opt/python/lib/{version}/site-packages", "/opt/python"]
+    extra = os.environ.get("PYTHONPATH")
+    if extra:
+        paths.extend(p for p in extra.split(":") if p)
+    sys.path[:0] = paths
+    # The runtime's own libraries, like the packages Lambda ships with its runtime.
+    sys.path.append(f"{sys.prefix}/lib/{version}/site-packages")
+
+
+def load_handler(spec: str):
+    try:
+        module_name, function_name = spec.rsplit(".", 1)
+    except ValueError as exc:
+        raise InitFault("Runtime.MalformedHandlerName", f"Bad handler '{spec}': {exc}") from None
+    module_name = module_name.replace("/", ".")
+    if module_name in sys.builtin_module_names:
+        raise InitFault("Runtime.BuiltInModuleConflict",
+                        f"Cannot use built-in module {module_name} as a handler module")
+    try:
+        __import__(module_name)
+        module = sys.modules[module_name]
+    except ImportError as exc:
+        raise InitFault("Runtime.ImportModuleError", f"Unable to import module '{module_name}': {exc}") from None
+    except SyntaxError as exc:
+        where = f"  File \"{exc.filename}\" Line {exc.lineno}\n    {(exc.text or '').strip()}\n"
+        raise InitFault("Runtime.UserCodeSyntaxError",
+                        f"Syntax error in module '{module_name}': {exc}", [where]) from None
+    except Exception as exc:  # the module raised while being imported
+        raise InitFault(type(exc).__name__, str(exc), _stack(exc.__traceback__)) from None
+    handler = getattr(module, function_name, None)
+    if handler is None:
+        raise InitFault("Runtime.HandlerNotFound", f"Handler '{function_name}' missing on module '{module_name}'")
+    return handler
+
+
+_logging_installed = False
+
+
+def _install_logging_handler() -> None:
+    """If the handler uses `logging`, give the root logger Lambda's handler and
+    format (level, UTC time, request id, message), as awslambdaric does."""
+    global _logging_installed
+    _logging_installed = True
+    import logging
+
+    class _RequestIdFilter(logging.Filter):
+        def filter(self, record):
+            record.aws_request_id = _current_request_id
+            return True
+
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    formatter = logging.Formatter("[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+                                  "%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    handler.addFilter(_RequestIdFilter())
+    root.addHandler(handler)
+
+
+# -- invocations ----------------------------------------------------------------
+_current_request_id = ""
+
+
+def _unserializable(value):
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def invoke(handler, body):
+    """Run one invocation; returns (response kind, response body)."""
+    global _current_request_id
+    request_id, deadline_ms, arn, trace, client_context, payload = wire.parse_invoke(body)
+    _current_request_id = request_id
+    if trace:
+        os.environ["_X_AMZN_TRACE_ID"] = trace
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    try:
+        event = fastjson.loads(bytes(payload).decode("utf-8"))
+        context_data = fastjson.loads(client_context.decode("utf-8")) if client_context else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        return wire.BAD_REQUEST, f"Could not parse request body into json: {exc}".encode()
+    context = LambdaContext(request_id, deadline_ms, arn, context_data)
+    try:
+        result = handler(event, context)
+    except Exception as exc:
+        stack = _stack(exc.__traceback__)
+        error_type = type(exc).__name__
+        _log_error(error_type, str(exc), stack)
+        return wire.ERROR, _error_body(error_type, str(exc), stack, request_id)
+    try:
+        data = fastjson.dumps(result, _unserializable).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        message = f"Unable to marshal response: {exc}"
+        _log_error("Runtime.MarshalError", message, [])
+        return wire.ERROR, _error_body("Runtime.MarshalError", message, [], request_id)
+    if len(data) > wire.MAX_PAYLOAD:
+        message = (f"Response payload size ({len(data)} bytes) exceeded maximum allowed payload size "
+                   f"({wire.MAX_PAYLOAD} bytes).")
+        return wire.ERROR, _error_body("Function.ResponseSizeTooLarge", message, [], request_id)
+    return wire.RESULT, data
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # the handler closed or replaced it: its problem, not ours
+            pass
+
+
+def main(argv) -> None:
+    # argv: [log stream name, initialization type] -- per environment, so they
+    # come on the command line and the sandbox configuration stays shareable.
+    os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = argv[0]
+    os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = argv[1]
+    global _ENV_LOG_STREAM
+    _ENV_LOG_STREAM = argv[0]
+    # The channel moves out of the way of the low descriptors a handler might reuse.
+    channel = Channel(os.dup(REQUEST_FD), os.dup(RESPONSE_FD))
+    os.close(REQUEST_FD)
+    os.close(RESPONSE_FD)
+    _set_sys_path()
+    try:
+        handler = load_handler(os.environ.get("_HANDLER", ""))
+    except InitFault as fault:
+        _log_error(fault.error_type, fault.message, fault.stack)
+        channel.send(wire.INIT_ERROR, _error_body(fault.error_type, fault.message, fault.stack))
+        sys.stdout.flush()
+        os._exit(1)
+    if "logging" in sys.modules:
+        _install_logging_handler()
+    channel.send(wire.READY)
+    while True:
+        request = channel.receive()
+        if request is None:
+            return  # the supervisor closed the channel: shut down
+        kind, body = request
+        if kind != wire.INVOKE:
+            raise SystemExit(f"bootstrap: unexpected request kind {kind}")
+        response_kind, response = invoke(handler, body)
+        if not _logging_installed and "logging" in sys.modules:
+            _install_logging_handler()
+        # Output the handler wrote belongs to this invocation: it must be in the
+        # log pipe before the response is (the supervisor reads it after).
+        _flush_output()
+        channel.send(response_kind, response)
+

@@ -1,0 +1,62 @@
+"""The private channel between the supervisor and the runtime bootstrap.
+
+Shared verbatim by both ends: the supervisor imports it as
+sandbox.functions.runtime.wire, the bootstrap (inside the sandbox, where this
+directory is /var/runtime) as plain `wire`.  It must import nothing but the
+standard library's struct, so the bootstrap starts fast.
+
+Two pipes, one per direction.  Every message is one frame:
+
+    header  = magic (1 byte) | kind (1 byte) | 2 zero bytes | body length (u32 LE)
+    body    = `length` bytes
+
+The magic byte lets the supervisor tell a frame from bytes a handler scribbled
+on the channel; a bad header ends the environment.
+"""
+import struct
+
+MAGIC = 0xA5
+HEADER = struct.Struct("<BBxxI")
+
+# supervisor -> runtime
+INVOKE = ord("I")        # body: INVOKE_META, then arn, trace id, client context, payload
+
+# runtime -> supervisor
+READY = ord("Y")         # init finished; body empty
+INIT_ERROR = ord("N")    # init failed; body: error JSON; the runtime exits next
+RESULT = ord("R")        # body: the handler's result as JSON
+ERROR = ord("E")         # body: error JSON ({errorMessage, errorType, stackTrace})
+BAD_REQUEST = ord("V")   # the payload was not JSON; body: the parser's message (UTF-8)
+
+RESPONSE_KINDS = frozenset((READY, INIT_ERROR, RESULT, ERROR, BAD_REQUEST))
+
+# request id (ASCII, 36), deadline (Unix epoch ms), then the lengths of the
+# invoked ARN, the trace id and the client context that follow it.
+INVOKE_META = struct.Struct("<36sQHHI")
+
+MAX_PAYLOAD = 6 * 1024 * 1024            # Lambda's synchronous request/response cap
+MAX_FRAME = MAX_PAYLOAD + 64 * 1024      # payload plus metadata; larger is a protocol violation
+
+
+def frame(kind: int, body: bytes) -> bytes:
+    return HEADER.pack(MAGIC, kind, len(body)) + body
+
+
+def invoke_frame(request_id: str, deadline_ms: int, arn: bytes, trace: bytes, context: bytes,
+                 payload: bytes) -> bytes:
+    meta = INVOKE_META.pack(request_id.encode(), deadline_ms, len(arn), len(trace), len(context))
+    body_len = len(meta) + len(arn) + len(trace) + len(context) + len(payload)
+    return b"".join((HEADER.pack(MAGIC, INVOKE, body_len), meta, arn, trace, context, payload))
+
+
+def parse_invoke(body) -> tuple:
+    """(request_id, deadline_ms, arn, trace, client_context, payload) from an INVOKE body."""
+    request_id, deadline_ms, arn_len, trace_len, ctx_len = INVOKE_META.unpack_from(body)
+    at = INVOKE_META.size
+    arn = bytes(body[at:at + arn_len]).decode()
+    at += arn_len
+    trace = bytes(body[at:at + trace_len]).decode()
+    at += trace_len
+    context = bytes(body[at:at + ctx_len])
+    at += ctx_len
+    return request_id.decode(), deadline_ms, arn, trace, context, body[at:]

@@ -1,0 +1,282 @@
+"""sandbox.Runtime: functions, versions and invocations, as embedders call them.
+
+    rt = sandbox.Runtime()
+    rt.create_function("hello", "/path/to/code", "app.handler", memory_mb=256)
+    result = rt.invoke("hello", b'{"name": "x"}')
+    rt.close()
+
+Methods are Lambda's API in Python style.  Control-plane calls return
+FunctionConfiguration objects (`.to_dict()` gives Lambda's JSON shape);
+invoke() returns an InvokeResult.  Requests Lambda would refuse raise a
+LambdaError subclass (sandbox.functions.errors).  Thread-safe.
+"""
+from __future__ import annotations
+
+import compileall
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from ..supervisor import default_supervisor
+from .errors import ResourceConflictException, ResourceNotFoundException
+from .invoke import InvokeResult, Invoker
+from .logs import LoggerSink
+from .models import LATEST, FunctionConfiguration, check_function_name, check_settings
+from .packages import CodeStore
+from .pools import EnvironmentManager
+from .spec import RUNTIME_DIR, build_spec
+
+DEFAULT_MAX_LIFETIME_S = 14 * 3600     # Lambda's worker lease
+DEFAULT_IDLE_TIMEOUT_S = 600.0
+DEFAULT_MAX_ENVIRONMENTS = 64
+
+
+@dataclass
+class _Function:
+    uid: str
+    latest: FunctionConfiguration
+    versions: dict
+    next_version: int = 1
+    generation: int = 0            # bumped when $LATEST changes: its old environments drain
+
+
+class Runtime:
+    """Functions and their execution environments.  See docs/functions.md."""
+
+    def __init__(self, *, state_dir: str | None = None, region: str = "us-east-1",
+                 account_id: str = "123456789012", max_environments: int = DEFAULT_MAX_ENVIRONMENTS,
+                 idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
+                 log_sink=None, supervisor=None, disable=()):
+        for name, value in (("idle_timeout_s", idle_timeout_s), ("max_lifetime_s", max_lifetime_s)):
+            if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if isinstance(max_environments, bool) or not isinstance(max_environments, int) or max_environments < 1:
+            raise ValueError(f"max_environments must be an integer >= 1, got {max_environments!r}")
+        self.region, self.account_id = region, account_id
+        self.max_lifetime_s = float(max_lifetime_s)
+        self._own_state_dir = state_dir is None
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix="sandbox-runtime-")
+        self._store = CodeStore(os.path.join(self.state_dir, "code"))
+        self._disable = frozenset(disable)
+        self._functions: dict[str, _Function] = {}
+        self._code_refs: Counter = Counter()
+        self._lock = threading.RLock()
+        self._closed = False
+        # The runtime's modules are imported from their cached bytecode inside
+        # the sandbox (read-only there), so make sure it exists and is fresh.
+        compileall.compile_dir(RUNTIME_DIR, quiet=2)
+        self._manager = EnvironmentManager(supervisor or default_supervisor(), max_environments=max_environments,
+                                           idle_timeout_s=idle_timeout_s, max_lifetime_s=self.max_lifetime_s,
+                                           on_pool_empty=self._pool_gone)
+        self._invoker = Invoker(self, log_sink if log_sink is not None else LoggerSink())
+
+    # -- control plane --------------------------------------------------------------
+    def create_function(self, name, code, handler, runtime="python3", memory_mb=128, timeout_s=3,
+                        environment=None, ephemeral_storage_mb=512, policy="default", network="none",
+                        description="", publish=False) -> FunctionConfiguration:
+        check_function_name(name)
+        settings = check_settings(runtime=runtime, handler=handler, memory_mb=memory_mb, timeout_s=timeout_s,
+                                  environment=environment, ephemeral_storage_mb=ephemeral_storage_mb,
+                                  policy=policy, network=network, description=description)
+        package = self._store.put(code)
+        with self._lock:
+            self._check_open()
+            if name in self._functions:
+                self._maybe_remove_code(package)
+                raise ResourceConflictException(f"Function already exist: {name}")
+            latest = FunctionConfiguration(function_name=name, function_arn=self.function_arn(name),
+                                           version=LATEST, code=package, **settings)
+            self._functions[name] = _Function(uuid.uuid4().hex, latest, {})
+            self._code_refs[package.sha256] += 1
+            return self._publish(name) if publish else latest
+
+    def update_function_code(self, name, code, publish=False) -> FunctionConfiguration:
+        package = self._store.put(code)
+        with self._lock:
+            try:
+                function = self._function(name)
+            except ResourceNotFoundException:
+                self._maybe_remove_code(package)
+                raise
+            self._replace_latest(function, function.latest.updated(code=package))
+            return self._publish(name) if publish else function.latest
+
+    def update_function_configuration(self, name, **changes) -> FunctionConfiguration:
+        allowed = {"handler", "runtime", "memory_mb", "timeout_s", "environment", "ephemeral_storage_mb",
+                   "policy", "network", "description"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise TypeError(f"update_function_configuration: unknown setting(s) {sorted(unknown)}")
+        with self._lock:
+            function = self._function(name)
+            current = function.latest
+            merged = {k: getattr(current, k) for k in allowed}
+            merged["environment"] = dict(current.environment)
+            merged.update(changes)
+            settings = check_settings(**merged)
+            self._replace_latest(function, current.updated(**settings))
+            return function.latest
+
+    def publish_version(self, name, description="") -> FunctionConfiguration:
+        with self._lock:
+            self._function(name)
+            return self._publish(name, description)
+
+    def get_function(self, name, qualifier=None) -> FunctionConfiguration:
+        with self._lock:
+            return self._resolve(name, qualifier)[1]
+
+    def list_functions(self) -> list[FunctionConfiguration]:
+        with self._lock:
+            return [f.latest for _, f in sorted(self._functions.items())]
+
+    def list_versions_by_function(self, name) -> list[FunctionConfiguration]:
+        with self._lock:
+            function = self._function(name)
+            return [function.latest] + [function.versions[v] for v in sorted(function.versions, key=int)]
+
+    def delete_function(self, name, qualifier=None) -> None:
+        """Delete a function (all versions) or one published version; its
+        environments end (in-flight invocations finish first)."""
+        with self._lock:
+            function = self._function(name)
+            if qualifier in (None, LATEST) or qualifier == "":
+                if qualifier == LATEST:
+                    raise ResourceConflictException("$LATEST version cannot be deleted without deleting the function.")
+                del self._functions[name]
+                for fc in [function.latest, *function.versions.values()]:
+                    self._release_code(fc.code)
+                uid = function.uid
+                self._manager.drain(lambda key: key[0] == uid)
+                return
+            fc = function.versions.pop(str(qualifier), None)
+            if fc is None:
+                raise ResourceNotFoundException(f"Function not found: {self.function_arn(name)}:{qualifier}")
+            self._release_code(fc.code)
+            self._manager.drain(lambda key: key[:2] == (function.uid, fc.version))
+
+    # -- data plane -------------------------------------------------------------------
+    def invoke(self, name, payload: bytes = b"", qualifier=None, log_type=None, client_context=None,
+               trace_id=None) -> InvokeResult:
+        """Invoke synchronously (RequestResponse).  Function errors are data in
+        the result; refused requests raise a LambdaError."""
+        return self._invoker.invoke(name, payload, qualifier, log_type, client_context, trace_id)
+
+    def close(self) -> None:
+        """End every environment and remove what the runtime created.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._manager.close()
+        if self._own_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- internals used by the invoker -------------------------------------------------
+    def function_arn(self, name: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            from .errors import ServiceException
+
+            raise ServiceException("The runtime is closed")
+
+    def _function(self, name) -> _Function:
+        function = self._functions.get(name) if isinstance(name, str) else None
+        if function is None:
+            raise ResourceNotFoundException(f"Function not found: {self.function_arn(name)}")
+        return function
+
+    def _resolve(self, name, qualifier) -> tuple[_Function, FunctionConfiguration]:
+        """(function, configuration) for a name, "name:qualifier" or an ARN."""
+        base, qualifier = split_name(name, qualifier)
+        function = self._function(base)
+        if qualifier in (None, LATEST):
+            return function, function.latest
+        fc = function.versions.get(qualifier)
+        if fc is None:
+            raise ResourceNotFoundException(f"Function not found: {self.function_arn(base)}:{qualifier}")
+        return function, fc
+
+    def _pool_for(self, name, qualifier):
+        with self._lock:
+            self._check_open()
+            function, fc = self._resolve(name, qualifier)
+            generation = function.generation if fc.version == LATEST else 0
+            key = (function.uid, fc.version, generation)
+            pool, created = self._manager.pool(key, lambda: build_spec(
+                fc, region=self.region, max_lifetime_s=self.max_lifetime_s, disable=self._disable))
+            if created:
+                pool.code = fc.code
+                self._code_refs[fc.code.sha256] += 1  # the pool's environments mount it
+            return fc, pool
+
+    def _pool_gone(self, pool) -> None:
+        self._release_code(pool.code)
+
+    def _replace_latest(self, function: _Function, latest: FunctionConfiguration) -> None:
+        old = function.latest
+        function.latest = latest
+        function.generation += 1
+        self._code_refs[latest.code.sha256] += 1
+        self._release_code(old.code)
+        uid, generation = function.uid, function.generation
+        self._manager.drain(lambda key: key[0] == uid and key[1] == LATEST and key[2] < generation)
+
+    def _publish(self, name, description="") -> FunctionConfiguration:
+        function = self._functions[name]
+        if function.versions:
+            newest = function.versions[str(function.next_version - 1)]
+            if newest.same_deployment(function.latest):
+                return newest
+        version = str(function.next_version)
+        function.next_version += 1
+        fc = function.latest.updated(version=version, description=description or function.latest.description)
+        function.versions[version] = fc
+        self._code_refs[fc.code.sha256] += 1
+        return fc
+
+    def _release_code(self, package) -> None:
+        with self._lock:
+            self._code_refs[package.sha256] -= 1
+            if self._code_refs[package.sha256] <= 0:
+                del self._code_refs[package.sha256]
+                self._store.remove(package.sha256)
+
+    def _maybe_remove_code(self, package) -> None:
+        if self._code_refs.get(package.sha256, 0) <= 0:
+            self._store.remove(package.sha256)
+
+
+def split_name(name, qualifier=None) -> tuple[str, str | None]:
+    """Accept "fn", "fn:qual", "arn:aws:lambda:region:acct:function:fn[:qual]"."""
+    if not isinstance(name, str) or not name:
+        raise ResourceNotFoundException(f"Function not found: {name!r}")
+    parts = name.split(":")
+    if parts[0] == "arn":
+        if len(parts) not in (7, 8) or parts[5] != "function":
+            raise ResourceNotFoundException(f"Function not found: {name}")
+        base, embedded = parts[6], parts[7] if len(parts) == 8 else None
+    elif len(parts) == 2:
+        base, embedded = parts
+    elif len(parts) == 1:
+        base, embedded = name, None
+    else:
+        raise ResourceNotFoundException(f"Function not found: {name}")
+    if embedded is not None and qualifier is not None and embedded != qualifier:
+        from .errors import InvalidParameterValueException
+
+        raise InvalidParameterValueException("The derived qualifier from the function name does not match "
+                                             "the specified qualifier.")
+    return base, qualifier if qualifier is not None else embedded
