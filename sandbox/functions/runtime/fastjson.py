@@ -52,8 +52,16 @@ if _json is not None:
             value, end = _scan(text, start)
         except StopIteration as stop:
             raise DecodeError(f"Expecting value: char {stop.value}") from None
-        except ValueError as exc:  # json.JSONDecodeError from the C scanner
-            raise DecodeError(str(exc)) from None
+        except (ValueError, SystemError):
+            # The scanner builds its error from json.decoder, which fails unless
+            # `json` was imported: let json itself say what is wrong (rare path).
+            import json
+
+            try:
+                json.loads(text)
+            except ValueError as exc:
+                raise DecodeError(str(exc)) from None
+            raise
         if text[end:].strip(_WHITESPACE):
             raise DecodeError(f"Extra data: char {end}")
         return value
