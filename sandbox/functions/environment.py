@@ -171,8 +171,9 @@ class Environment:
         self.invocations += 1
         self.last_used = time.monotonic()
         if outcome.kind in ("result", "error", "bad_request"):
-            if self._log_fd >= 0:
-                self._drain_log(output)  # what the handler printed before it answered
+            # No final read of the log pipe: the runtime flushes the handler's
+            # output before it answers, so the poll that saw the answer saw
+            # that output too, and _await drained it.
             self._move(READY)
         else:
             self._end(output)
