@@ -239,8 +239,13 @@ class Environment:
 
     def _read_response(self) -> bool:
         """Read what is available; False on EOF."""
+        buffer = self._buffer
+        size = wire.READ_CHUNK  # small reads unless a frame says more is coming (see wire.READ_CHUNK)
+        if len(buffer) >= wire.HEADER.size:
+            missing = wire.HEADER.size + wire.HEADER.unpack_from(buffer)[2] - len(buffer)
+            size = max(size, min(missing, wire.MAX_FRAME))
         try:
-            chunk = os.read(self._response_fd, 1 << 20)
+            chunk = os.read(self._response_fd, size)
         except BlockingIOError:
             return True
         if not chunk:
@@ -267,11 +272,13 @@ class Environment:
         return Outcome(_KIND_NAMES[kind], body)
 
     def _drain_log(self, output: Output) -> None:
+        size = wire.READ_CHUNK
         while True:
             try:
-                chunk = os.read(self._log_fd, LOG_PIPE_SIZE)
+                chunk = os.read(self._log_fd, size)
             except BlockingIOError:
                 return
+            size = LOG_PIPE_SIZE if len(chunk) == size else wire.READ_CHUNK  # a flood: bigger reads
             if not chunk:
                 self._poller.unregister(self._log_fd)
                 os.close(self._log_fd)

@@ -34,6 +34,7 @@ RESPONSE_KINDS = frozenset((READY, INIT_ERROR, RESULT, ERROR, BAD_REQUEST))
 # invoked ARN, the trace id and the client context that follow it.
 INVOKE_META = struct.Struct("<36sQHHI")
 
+READ_CHUNK = 64 * 1024                   # default read size on both ends (see _read_size)
 MAX_PAYLOAD = 6 * 1024 * 1024            # Lambda's synchronous request/response cap
 MAX_FRAME = MAX_PAYLOAD + 64 * 1024      # payload plus metadata; larger is a protocol violation
 
