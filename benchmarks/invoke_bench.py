@@ -7,7 +7,10 @@ Warm: an echo handler is invoked with a 100 B and a 64 KB JSON payload; the
 baseline is a raw round trip of the same bytes through two pipes to an echo
 process on the same interpreter (4-byte length framing).  Latency samples of
 the two are interleaved in blocks, and the ratio of medians is reported per
-block, as a median with its p10-p90 spread.  Throughput: closed-loop callers
+block, as a median with its p10-p90 spread.  Round trips in this VM cost ~10 us
+when both ends share a CPU and ~60 us across CPUs, and the scheduler's choice
+differs from run to run, so both are measured under three placements applied
+to both alike: same CPU, across CPUs, and unpinned.  Throughput: closed-loop callers
 for a fixed time, with 1 and 2 environments (1 and 2 threads).
 
 Cold start: create an environment and get its first response, beside a bare
@@ -104,6 +107,30 @@ def timed(fn, n):
     return out
 
 
+PLACEMENTS = {
+    # (CPU of the calling thread, CPU of the echo process / environment), None = the scheduler's choice
+    "same_cpu": (0, 0),
+    "cross_cpu": (0, 1),
+    "unpinned": (None, None),
+}
+
+
+def place(placement, raw, env_pid):
+    """Pin the caller thread and both servers the same way, so the raw pipe
+    and the sandbox are compared under the same scheduling."""
+    caller, server = PLACEMENTS[placement]
+    every = set(range(os.cpu_count() or 1))
+    os.sched_setaffinity(0, every if caller is None else {caller})
+    for pid in (raw.proc.pid, env_pid):
+        os.sched_setaffinity(pid, every if server is None else {server})
+
+
+def env_pid(rt, name="echo"):
+    fc, pool, _ = rt._route(name, None)
+    envs = pool.busy() + [e for e in pool._idle]
+    return envs[-1]._box.pid
+
+
 def warm_latency(rt, raw, size, blocks, per_block):
     payload = payload_of(size)
     ratios, sandbox_all, raw_all = [], [], []
@@ -117,8 +144,19 @@ def warm_latency(rt, raw, size, blocks, per_block):
         sandbox_all += block["sandbox"]
         raw_all += block["raw"]
         ratios.append(statistics.median(block["sandbox"]) / statistics.median(block["raw"]))
+    # What the echo handler's JSON decode + encode of this payload costs by
+    # itself (the raw pipe does none): the part of the gap that is the handler's work.
+    json_floor = statistics.median(timed(lambda: json_round_trip(payload), 200))
     return {"payload_bytes": len(payload), "raw": summary_us(raw_all), "sandbox": summary_us(sandbox_all),
-            "ratio_p50": statistics.median(ratios), "ratio_p10": pct(ratios, 0.1), "ratio_p90": pct(ratios, 0.9)}
+            "ratio_p50": statistics.median(ratios), "ratio_p10": pct(ratios, 0.1), "ratio_p90": pct(ratios, 0.9),
+            "handler_json_us": json_floor * 1e6,
+            "ratio_p50_without_handler_json": (pct(sandbox_all, 0.5) - json_floor) / pct(raw_all, 0.5)}
+
+
+def json_round_trip(payload: bytes) -> bytes:
+    from sandbox.functions.runtime import fastjson
+
+    return fastjson.dumps(fastjson.loads(str(payload, "utf-8")), None).encode()
 
 
 def throughput(fn_per_thread, threads, seconds):
@@ -193,15 +231,23 @@ def main(argv=None):
     with open(os.path.join(code_dir, "app.py"), "w") as f:
         f.write(ECHO_HANDLER)
     results = {"machine": {"cpus": os.cpu_count(), "python": PYTHON, "kernel": os.uname().release}}
-    rt = sandbox.Runtime(log_sink=lambda record: None, max_environments=8)
+    # The default log sink: the Python logger, which formats nothing unless
+    # INFO is enabled for "sandbox.functions".
+    rt = sandbox.Runtime(max_environments=8)
     raws = []
     try:
         rt.create_function("echo", code_dir, "app.handler", memory_mb=MEMORY_MB)
         rt.invoke("echo", b"{}")
         raw = RawPipe()
         raws.append(raw)
-        for size in (100, 64 * 1024):
-            results[f"warm_{size}B"] = warm_latency(rt, raw, size, blocks, per_block)
+        pid = env_pid(rt)
+        for placement in PLACEMENTS:
+            if os.cpu_count() == 1 and placement == "cross_cpu":
+                continue
+            place(placement, raw, pid)
+            for size in (100, 64 * 1024):
+                results[f"warm_{size}B_{placement}"] = warm_latency(rt, raw, size, blocks, per_block)
+        place("unpinned", raw, pid)
         small = payload_of(100)
         for threads in (1, 2):
             pipes = [raw] + [RawPipe() for _ in range(threads - 1)]

@@ -17,8 +17,6 @@ import os
 import select
 import threading
 import time
-from dataclasses import dataclass
-
 from ..launcher import DEVNULL, spawn
 from .runtime import wire
 from .spec import EnvironmentSpec
@@ -27,7 +25,7 @@ STARTING, READY, BUSY, DEAD = "starting", "ready", "busy", "dead"
 _TRANSITIONS = {
     (STARTING, READY), (STARTING, DEAD), (READY, BUSY), (BUSY, READY), (READY, DEAD), (BUSY, DEAD),
 }
-LOG_PIPE_SIZE = 1 << 20        # fewer wake-ups when a handler prints a lot
+PIPE_SIZE = 1 << 20            # channel and log pipes: 1 MiB, /proc/sys/fs/pipe-max-size's default
 LOG_KEEP = 1 << 20             # output kept per invocation for the log sink
 TAIL_KEEP = 4096               # Lambda's log tail is the last 4 KB
 _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
@@ -37,17 +35,23 @@ class IllegalTransition(RuntimeError):
     pass
 
 
-@dataclass
 class Outcome:
-    """What one request to the runtime produced."""
+    """What one request to the runtime produced.  kind: "result", "error",
+    "bad_request", "ready", "init_error", "timeout", "exit", "oom",
+    "invalid_response", "too_large"."""
 
-    kind: str                  # "result", "error", "bad_request", "ready", "init_error",
-                               # "timeout", "exit", "oom", "invalid_response", "too_large"
-    body: bytes = b""
-    duration_ms: float = 0.0
-    output: bytes = b""        # what the handler printed (capped, see `output_dropped`)
-    output_dropped: int = 0
-    exit_status: str = ""      # "exit status 1" / "signal: killed" when the runtime died
+    __slots__ = ("kind", "body", "duration_ms", "output", "output_dropped", "exit_status")
+
+    def __init__(self, kind: str, body: bytes = b"", exit_status: str = ""):
+        self.kind = kind
+        self.body = body
+        self.duration_ms = 0.0
+        self.output = b""          # what the handler printed (capped, see output_dropped)
+        self.output_dropped = 0
+        self.exit_status = exit_status  # "exit status 1" / "signal: killed" when the runtime died
+
+    def __repr__(self):
+        return f"Outcome({self.kind!r}, {self.body[:80]!r}, {self.exit_status!r})"
 
 
 class Output:
@@ -100,6 +104,8 @@ class Environment:
         self._buffer = bytearray()
         self._poller = None
         self._result = None
+        self._output: Output | None = None
+        self._eof = False
 
     # -- state ------------------------------------------------------------------
     def _move(self, new: str) -> None:
@@ -121,10 +127,12 @@ class Environment:
         self._response_fd, response_w = os.pipe2(os.O_CLOEXEC)
         self._log_fd, log_w = os.pipe2(os.O_CLOEXEC)
         try:
-            try:
-                fcntl.fcntl(self._log_fd, fcntl.F_SETPIPE_SZ, LOG_PIPE_SIZE)
-            except OSError:
-                pass  # capped by /proc/sys/fs/pipe-max-size: the default size still works
+            for fd in (self._request_fd, self._response_fd, self._log_fd):
+                try:
+                    # Large payloads and floods of output in fewer wake-ups.
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+                except OSError:
+                    pass  # capped by /proc/sys/fs/pipe-max-size: the default size still works
             for fd in (self._request_fd, self._response_fd, self._log_fd):
                 os.set_blocking(fd, False)
             self._box = spawn(self.spec.argv(self.id), self.spec.config, stdin=DEVNULL, stdout=log_w,
@@ -143,8 +151,8 @@ class Environment:
         self._poller = select.poll()
         for fd in (self._response_fd, self._log_fd, self._box._pidfd):
             self._poller.register(fd, select.POLLIN)
-        output = Output()
-        outcome = self._await(started + self.spec.init_timeout_s, output)
+        output = self._log_output()
+        outcome = self._await(started + self.spec.init_timeout_s)
         self.init_duration_ms = (time.monotonic() - started) * 1000
         if outcome.kind == "ready":
             self._move(READY)
@@ -154,31 +162,45 @@ class Environment:
             self._end(output)
         outcome.output, outcome.output_dropped = output.text(), output.dropped
         self.init_output = outcome.output
+        self._output = None
         return outcome
 
     # -- invoke -----------------------------------------------------------------
-    def invoke(self, request_id: str, payload: bytes, deadline_ms: int, arn: str,
-               trace: str = "", client_context: bytes = b"") -> Outcome:
-        self._move(BUSY)
-        output = Output()
+    def invoke(self, request_id: str, payload: bytes, deadline_ms: int, arn: bytes,
+               trace: bytes = b"", client_context: bytes = b"") -> Outcome:
+        """Run one invocation (the environment must be READY)."""
+        with self._state_lock:
+            if self.state != READY:
+                raise IllegalTransition(f"environment {self.id}: {self.state} -> {BUSY}")
+            self.state = BUSY
+        self._output = None
         started = time.monotonic()
         deadline = started + self.spec.timeout_s
-        frame = wire.invoke_frame(request_id, deadline_ms, arn.encode(), trace.encode(), client_context, payload)
-        outcome = self._send(frame, deadline, output)
+        frame = wire.invoke_frame(request_id, deadline_ms, arn, trace, client_context, payload)
+        outcome = self._send(frame, deadline)
         if outcome is None:
-            outcome = self._await(deadline, output)
-        outcome.duration_ms = (time.monotonic() - started) * 1000
+            outcome = self._await(deadline)
+        now = time.monotonic()
+        outcome.duration_ms = (now - started) * 1000
         self.invocations += 1
-        self.last_used = time.monotonic()
-        if outcome.kind in ("result", "error", "bad_request"):
+        self.last_used = now
+        if outcome.kind in _SERVED:
             # No final read of the log pipe: the runtime flushes the handler's
             # output before it answers, so the poll that saw the answer saw
             # that output too, and _await drained it.
-            self._move(READY)
+            with self._state_lock:
+                if self.state == BUSY:
+                    self.state = READY
         else:
-            self._end(output)
-        outcome.output, outcome.output_dropped = output.text(), output.dropped
+            self._end(self._log_output())
+        if self._output is not None:
+            outcome.output, outcome.output_dropped = self._output.text(), self._output.dropped
         return outcome
+
+    def _log_output(self) -> Output:
+        if self._output is None:
+            self._output = Output()
+        return self._output
 
     def memory_peak_bytes(self) -> int | None:
         if self._peak_fd < 0:
@@ -189,56 +211,66 @@ class Environment:
             return None
 
     # -- the channel --------------------------------------------------------------
-    def _send(self, frame: bytes, deadline: float, output: Output) -> Outcome | None:
+    def _send(self, frame: bytes, deadline: float) -> Outcome | None:
         """Write a request; None when it was written whole."""
-        data = memoryview(frame)
-        while data:
-            try:
-                data = data[os.write(self._request_fd, data):]
-                continue
-            except BlockingIOError:
-                pass
-            except BrokenPipeError:
-                return self._died()
-            # The runtime is not reading yet (large payload): wait for room or for it to die.
-            poller = select.poll()
-            poller.register(self._request_fd, select.POLLOUT)
+        try:
+            written = os.write(self._request_fd, frame)
+        except BlockingIOError:
+            written = 0
+        except BrokenPipeError:
+            return self._died()
+        if written == len(frame):
+            return None
+        # The runtime is not reading yet (a large payload): wait for room or for it to die.
+        data = memoryview(frame)[written:]
+        poller = select.poll()
+        poller.register(self._request_fd, select.POLLOUT)
+        poller.register(self._box._pidfd, select.POLLIN)
+        if self._log_fd >= 0:
             poller.register(self._log_fd, select.POLLIN)
-            poller.register(self._box._pidfd, select.POLLIN)
+        while data:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return self._timed_out()
             for fd, _ in poller.poll(remaining * 1000):
                 if fd == self._log_fd:
-                    self._drain_log(output)
+                    self._drain_log()
                 elif fd == self._box._pidfd:
                     return self._died()
+                else:
+                    try:
+                        data = data[os.write(self._request_fd, data):]
+                    except BlockingIOError:
+                        pass
+                    except BrokenPipeError:
+                        return self._died()
         return None
 
-    def _await(self, deadline: float, output: Output) -> Outcome:
+    def _await(self, deadline: float) -> Outcome:
         """Wait for one response frame, the runtime's death, or the deadline."""
         while True:
-            outcome = self._parse()
-            if outcome is not None:
-                return outcome
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return self._timed_out()
             events = self._poller.poll(remaining * 1000)
-            for fd, _ in events:
-                if fd == self._log_fd:
-                    self._drain_log(output)
+            response_ready = died = False
             for fd, _ in events:
                 if fd == self._response_fd:
-                    if not self._read_response():
-                        return self._died()  # EOF: the runtime is gone
-                elif fd == self._box._pidfd:
-                    self._read_response()  # a response written just before exiting still counts
-                    outcome = self._parse()
-                    return outcome if outcome is not None else self._died()
+                    response_ready = True
+                elif fd == self._log_fd:
+                    self._drain_log()
+                else:
+                    died = True
+            if response_ready or died:
+                # A response written just before the runtime exited still counts.
+                outcome = self._read_response()
+                if outcome is not None:
+                    return outcome
+                if died or self._eof:
+                    return self._died()
 
-    def _read_response(self) -> bool:
-        """Read what is available; False on EOF."""
+    def _read_response(self) -> Outcome | None:
+        """Read what is available and return the frame once it is whole."""
         buffer = self._buffer
         size = wire.READ_CHUNK  # small reads unless a frame says more is coming (see wire.READ_CHUNK)
         if len(buffer) >= wire.HEADER.size:
@@ -247,11 +279,17 @@ class Environment:
         try:
             chunk = os.read(self._response_fd, size)
         except BlockingIOError:
-            return True
+            return None
         if not chunk:
-            return False
-        self._buffer += chunk
-        return True
+            self._eof = True
+            return None
+        if not buffer and len(chunk) >= wire.HEADER.size:
+            # The common case: one whole frame in one read, no copying.
+            magic, kind, length = wire.HEADER.unpack_from(chunk)
+            if len(chunk) == wire.HEADER.size + length and magic == wire.MAGIC and kind in _KIND_NAMES:
+                return Outcome(_KIND_NAMES[kind], chunk[wire.HEADER.size:])
+        buffer += chunk
+        return self._parse()
 
     def _parse(self) -> Outcome | None:
         buffer = self._buffer
@@ -271,14 +309,15 @@ class Environment:
             return self._corrupt("invalid_response")
         return Outcome(_KIND_NAMES[kind], body)
 
-    def _drain_log(self, output: Output) -> None:
+    def _drain_log(self) -> None:
+        output = self._log_output()
         size = wire.READ_CHUNK
         while True:
             try:
                 chunk = os.read(self._log_fd, size)
             except BlockingIOError:
                 return
-            size = LOG_PIPE_SIZE if len(chunk) == size else wire.READ_CHUNK  # a flood: bigger reads
+            size = PIPE_SIZE if len(chunk) == size else wire.READ_CHUNK  # a flood: bigger reads
             if not chunk:
                 self._poller.unregister(self._log_fd)
                 os.close(self._log_fd)
@@ -314,7 +353,7 @@ class Environment:
         """Kill and reap the sandbox, collect its last output, close the channel."""
         self._reap()
         if output is not None and self._log_fd >= 0:
-            self._drain_log(output)
+            self._drain_log()
         self._close_fds()
 
     def destroy(self) -> None:
@@ -338,6 +377,7 @@ class Environment:
                 os.close(fd)
 
 
+_SERVED = frozenset(("result", "error", "bad_request"))
 _FAILED_INIT = frozenset(("init_error", "timeout", "exit", "oom", "invalid_response", "too_large"))
 _KIND_NAMES = {wire.READY: "ready", wire.INIT_ERROR: "init_error", wire.RESULT: "result",
                wire.ERROR: "error", wire.BAD_REQUEST: "bad_request"}

@@ -66,6 +66,8 @@ class Runtime:
         self._code_refs: Counter = Counter()
         self._lock = threading.RLock()
         self._closed = False
+        self._epoch = 0          # bumped on every control-plane change: invalidates _routes
+        self._routes: dict = {}
         # The runtime's modules are imported from their cached bytecode inside
         # the sandbox (read-only there), so make sure it exists and is fresh.
         compileall.compile_dir(RUNTIME_DIR, quiet=2)
@@ -91,6 +93,7 @@ class Runtime:
             latest = FunctionConfiguration(function_name=name, function_arn=self.function_arn(name),
                                            version=LATEST, code=package, **settings)
             self._functions[name] = _Function(uuid.uuid4().hex, latest, {})
+            self._epoch += 1
             self._code_refs[package.sha256] += 1
             return self._publish(name) if publish else latest
 
@@ -148,11 +151,13 @@ class Runtime:
                 if qualifier == LATEST:
                     raise ResourceConflictException("$LATEST version cannot be deleted without deleting the function.")
                 del self._functions[name]
+                self._epoch += 1
                 for fc in [function.latest, *function.versions.values()]:
                     self._release_code(fc.code)
                 uid = function.uid
                 self._manager.drain(lambda key: key[0] == uid)
                 return
+            self._epoch += 1
             fc = function.versions.pop(str(qualifier), None)
             if fc is None:
                 raise ResourceNotFoundException(f"Function not found: {self.function_arn(name)}:{qualifier}")
@@ -172,6 +177,7 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
+            self._epoch += 1
         self._manager.close()
         if self._own_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -209,6 +215,21 @@ class Runtime:
             raise ResourceNotFoundException(f"Function not found: {self.function_arn(base)}:{qualifier}")
         return function, fc
 
+    def _route(self, name, qualifier):
+        """(configuration, pool, invoked ARN bytes) for an invocation.  Cached
+        per (name, qualifier) until the next control-plane change (the epoch)."""
+        hit = self._routes.get((name, qualifier))
+        if hit is not None and hit[0] == self._epoch and not hit[2].draining:
+            return hit[1], hit[2], hit[3]
+        with self._lock:
+            epoch = self._epoch
+            fc, pool = self._pool_for(name, qualifier)
+            arn = self.function_arn(fc.function_name) + ("" if fc.version == LATEST else f":{fc.version}")
+            if len(self._routes) > 4096:
+                self._routes.clear()
+            self._routes[(name, qualifier)] = (epoch, fc, pool, arn.encode())
+            return fc, pool, arn.encode()
+
     def _pool_for(self, name, qualifier):
         with self._lock:
             self._check_open()
@@ -229,6 +250,7 @@ class Runtime:
         old = function.latest
         function.latest = latest
         function.generation += 1
+        self._epoch += 1
         self._code_refs[latest.code.sha256] += 1
         self._release_code(old.code)
         uid, generation = function.uid, function.generation
@@ -244,6 +266,7 @@ class Runtime:
         function.next_version += 1
         fc = function.latest.updated(version=version, description=description or function.latest.description)
         function.versions[version] = fc
+        self._epoch += 1
         self._code_refs[fc.code.sha256] += 1
         return fc
 

@@ -66,12 +66,18 @@ if _json is not None:
             raise DecodeError(f"Extra data: char {end}")
         return value
 
+    _encoders = {}
+
     def dumps(value, default) -> str:
         # (markers, default, encoder, indent, key_separator, item_separator,
         #  sort_keys, skipkeys, allow_nan) -- json.encoder's c_make_encoder call.
-        encoder = _json.make_encoder({}, default, _json.encode_basestring_ascii, None, ": ", ", ",
-                                     False, False, True)
-        return "".join(encoder(value, 0))
+        # An encoder is reused while it succeeds; one that raised may hold stale
+        # cycle markers, so it is dropped.
+        encoder = _encoders.pop(default, None) or _json.make_encoder(
+            {}, default, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+        text = "".join(encoder(value, 0))
+        _encoders[default] = encoder
+        return text
 else:  # pragma: no cover
     import json
 

@@ -73,6 +73,16 @@ class Channel:
     def receive(self):
         """(kind, body) of the next request, or None when the supervisor hung up."""
         buffer = self._buffer
+        if not buffer:
+            # The common case: one whole frame in one read, no copying.
+            chunk = os.read(self.request_fd, wire.READ_CHUNK)
+            if not chunk:
+                return None
+            if len(chunk) >= wire.HEADER.size:
+                magic, kind, length = wire.HEADER.unpack_from(chunk)
+                if magic == wire.MAGIC and len(chunk) == wire.HEADER.size + length:
+                    return kind, memoryview(chunk)[wire.HEADER.size:]
+            buffer += chunk
         while True:
             if len(buffer) >= wire.HEADER.size:
                 magic, kind, length = wire.HEADER.unpack_from(buffer)
@@ -190,6 +200,7 @@ def _install_logging_handler() -> None:
 
 # -- invocations ----------------------------------------------------------------
 _current_request_id = ""
+_trace = [""]
 
 
 def _unserializable(value):
@@ -201,12 +212,14 @@ def invoke(handler, body):
     global _current_request_id
     request_id, deadline_ms, arn, trace, client_context, payload = wire.parse_invoke(body)
     _current_request_id = request_id
-    if trace:
-        os.environ["_X_AMZN_TRACE_ID"] = trace
-    else:
-        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    if trace != _trace[0]:  # os.environ writes cost a few us: only on change
+        _trace[0] = trace
+        if trace:
+            os.environ["_X_AMZN_TRACE_ID"] = trace
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
     try:
-        event = fastjson.loads(bytes(payload).decode("utf-8"))
+        event = fastjson.loads(str(payload, "utf-8"))
         context_data = fastjson.loads(client_context.decode("utf-8")) if client_context else None
     except (ValueError, UnicodeDecodeError) as exc:
         return wire.BAD_REQUEST, f"Could not parse request body into json: {exc}".encode()

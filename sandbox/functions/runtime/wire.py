@@ -54,10 +54,10 @@ def parse_invoke(body) -> tuple:
     """(request_id, deadline_ms, arn, trace, client_context, payload) from an INVOKE body."""
     request_id, deadline_ms, arn_len, trace_len, ctx_len = INVOKE_META.unpack_from(body)
     at = INVOKE_META.size
-    arn = bytes(body[at:at + arn_len]).decode()
+    arn = str(body[at:at + arn_len], "utf-8")
     at += arn_len
-    trace = bytes(body[at:at + trace_len]).decode()
+    trace = str(body[at:at + trace_len], "utf-8")
     at += trace_len
     context = bytes(body[at:at + ctx_len])
     at += ctx_len
-    return request_id.decode(), deadline_ms, arn, trace, context, body[at:]
+    return str(request_id, "ascii"), deadline_ms, arn, trace, context, body[at:]
