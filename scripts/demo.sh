@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job: real isolated runs, each checked from inside the sandbox.
+# The main job: real isolated runs, each checked from inside the sandbox, then
+# Lambda-style functions invoked in warm, isolated execution environments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY=$(python3 -c 'import os,sys;print(os.path.realpath(sys.executable))')
-exec "$PY" examples/demo.py "$@"
+"$PY" examples/demo.py "$@"
+exec "$PY" examples/functions_demo.py
