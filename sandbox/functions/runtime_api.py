@@ -28,7 +28,7 @@ from .logs import LoggerSink
 from .models import LATEST, FunctionConfiguration, check_function_name, check_settings
 from .packages import CodeStore
 from .pools import EnvironmentManager
-from .spec import RUNTIME_DIR, build_spec
+from .spec import INIT_TIMEOUT_S, RUNTIME_DIR, build_spec
 
 DEFAULT_MAX_LIFETIME_S = 14 * 3600     # Lambda's worker lease
 DEFAULT_IDLE_TIMEOUT_S = 600.0
@@ -50,14 +50,16 @@ class Runtime:
     def __init__(self, *, state_dir: str | None = None, region: str = "us-east-1",
                  account_id: str = "123456789012", max_environments: int = DEFAULT_MAX_ENVIRONMENTS,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
-                 log_sink=None, supervisor=None, disable=()):
-        for name, value in (("idle_timeout_s", idle_timeout_s), ("max_lifetime_s", max_lifetime_s)):
+                 init_timeout_s: float = INIT_TIMEOUT_S, log_sink=None, supervisor=None, disable=()):
+        for name, value in (("idle_timeout_s", idle_timeout_s), ("max_lifetime_s", max_lifetime_s),
+                            ("init_timeout_s", init_timeout_s)):
             if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if isinstance(max_environments, bool) or not isinstance(max_environments, int) or max_environments < 1:
             raise ValueError(f"max_environments must be an integer >= 1, got {max_environments!r}")
         self.region, self.account_id = region, account_id
         self.max_lifetime_s = float(max_lifetime_s)
+        self.init_timeout_s = float(init_timeout_s)
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="sandbox-runtime-")
         self._store = CodeStore(os.path.join(self.state_dir, "code"))
@@ -237,7 +239,8 @@ class Runtime:
             generation = function.generation if fc.version == LATEST else 0
             key = (function.uid, fc.version, generation)
             pool, created = self._manager.pool(key, lambda: build_spec(
-                fc, region=self.region, max_lifetime_s=self.max_lifetime_s, disable=self._disable))
+                fc, region=self.region, max_lifetime_s=self.max_lifetime_s, disable=self._disable,
+                init_timeout_s=self.init_timeout_s))
             if created:
                 pool.code = fc.code
                 self._code_refs[fc.code.sha256] += 1  # the pool's environments mount it

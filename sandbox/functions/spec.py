@@ -56,7 +56,7 @@ def cpus_for(memory_mb: int) -> float:
 
 
 def build_spec(configuration, *, region: str, max_lifetime_s: float, layers_dir: str | None = None,
-               disable: frozenset[str] = frozenset()) -> EnvironmentSpec:
+               disable: frozenset[str] = frozenset(), init_timeout_s: float = INIT_TIMEOUT_S) -> EnvironmentSpec:
     """The spec of one version (`configuration` is a FunctionConfiguration)."""
     fc = configuration
     env = platform_environment(fc, region)
@@ -81,7 +81,8 @@ def build_spec(configuration, *, region: str, max_lifetime_s: float, layers_dir:
         cwd=TASK_ROOT,
         disable=disable,
     ).validated()
-    return EnvironmentSpec(fc.function_name, fc.version, fc.handler, fc.memory_mb, float(fc.timeout_s), config)
+    return EnvironmentSpec(fc.function_name, fc.version, fc.handler, fc.memory_mb, float(fc.timeout_s), config,
+                           init_timeout_s=init_timeout_s)
 
 
 def platform_environment(fc, region: str) -> dict[str, str]:
