@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -422,10 +423,100 @@ static void load_seccomp(const struct sbx_plan *p, int error_fd)
           SBX_STAGE_SECCOMP, "seccomp(SECCOMP_SET_MODE_FILTER)", NULL);
 }
 
+/* Try the PATH candidates in order like execvp; report the most telling errno. */
+static void __attribute__((noreturn))
+exec_command(const struct sbx_plan *p, const struct launch_params *lp, int error_fd)
+{
+    int i, err = ENOENT;
+    for (i = 0; i < lp->n_exec_paths; i++) {
+        execve(lp->exec_paths[i], (char *const *)lp->argv, (char *const *)p->envp);
+        if (errno != ENOENT && errno != ENOTDIR)
+            err = errno;
+    }
+    fail(error_fd, SBX_STAGE_EXEC, err, "execve", lp->argv[0]);
+}
+
+/* Passed on to the command, as tini does: pid 1 drops signals it has no
+ * handler for, so without this a SIGTERM from outside could not stop it. */
+static const int forwarded_signals[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+
+/* The command ended: give the parent its exact wait status (the Result then
+ * reads as without init), and exit as close to it as pid 1 can.  A pid 1
+ * cannot die of a signal it sends itself (the kernel drops even SIGKILL), so a
+ * signal death becomes the shell's 128+N.  Our exit makes the kernel kill
+ * whatever is left in the pid namespace. */
+static void __attribute__((noreturn)) init_exit(int status, int status_fd)
+{
+    if (status_fd >= 0 && send(status_fd, &status, sizeof status, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        /* the parent is gone or stopped listening: the exit code still tells */
+    }
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
+/* Pid 1 with `init`: the command runs as our vfork child (no copy of the
+ * address space, which matters: we are a copy-on-write image of the
+ * supervisor).  We keep no descriptor but the status socket, reap every
+ * process that ends up ours, pass on termination signals, and exit when the
+ * command does.  Everything here is async-signal-safe and allocates nothing. */
+static void __attribute__((noreturn))
+run_init(const struct sbx_plan *p, const struct launch_params *lp, int error_fd, int status_fd)
+{
+    sigset_t waited, none;
+    pid_t command, pid;
+    int i, sig, status;
+
+    sigemptyset(&none);
+    sigemptyset(&waited);
+    sigaddset(&waited, SIGCHLD);
+    for (i = 0; i < (int)(sizeof forwarded_signals / sizeof forwarded_signals[0]); i++)
+        sigaddset(&waited, forwarded_signals[i]);
+    /* Blocked before the vfork: a pid 1 drops an unhandled signal at once, a
+     * blocked one waits in the queue for sigwaitinfo (a SIGCHLD as well). */
+    CHECK(sigprocmask(SIG_BLOCK, &waited, NULL) == 0, SBX_STAGE_SIGNALS, "sigprocmask", "(init)");
+    command = vfork();
+    if (command == 0) {
+        /* The command starts with nothing blocked, as it would without init.
+         * Shared memory until exec: only syscalls and our own stack from here. */
+        CHECK(sigprocmask(SIG_SETMASK, &none, NULL) == 0, SBX_STAGE_SIGNALS, "sigprocmask", NULL);
+        exec_command(p, lp, error_fd);
+    }
+    CHECK(command > 0, SBX_STAGE_CLONE, "vfork", "(init)");
+    /* vfork returned: the command exec'd, or wrote its error record and exited
+     * (we reap it below and exit too).  Drop every descriptor: our copy of the
+     * error pipe (its EOF tells the parent exec happened) and of the command's
+     * stdio and pass_fds (callers rely on EOF when the command dies). */
+    if (status_fd < 0) {
+        CLOSE_OR_FAIL(0, ~0U);
+    } else {
+        if (status_fd > 0)
+            CLOSE_OR_FAIL(0, status_fd - 1);
+        CLOSE_OR_FAIL(status_fd + 1, ~0U);
+    }
+    for (;;) {
+        sig = sigwaitinfo(&waited, NULL);
+        if (sig < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(127); /* a custom policy denies rt_sigtimedwait: fail closed, the namespace dies */
+        }
+        if (sig != SIGCHLD) {
+            kill(command, sig); /* harmless if it is already a zombie */
+            continue;
+        }
+        /* Reap every child that ended (orphans reparented to pid 1 included):
+         * one SIGCHLD may stand for several. */
+        while ((pid = wait4(-1, &status, WNOHANG | __WALL, NULL)) > 0)
+            if (pid == command)
+                init_exit(status, status_fd);
+        if (pid < 0)
+            _exit(127); /* ECHILD cannot happen before the command is reaped: wait4 is denied */
+    }
+}
+
 static void __attribute__((noreturn))
 child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
 {
-    int i, err = ENOENT;
+    int i;
     char c;
     struct launch_params lp;
 
@@ -491,9 +582,18 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
     if (p->deferred_launch) {
         close_all_but(error_fd, control_fd, error_fd);
         receive_launch(control_fd, error_fd, &lp);
-        close(control_fd);
+        /* 9c. init keeps the control socket: it sends the command's wait status there. */
+        if (!p->init) {
+            close(control_fd);
+            control_fd = -1;
+        }
     }
-    /* 10. Descriptors before rlimits: a low RLIMIT_NOFILE must not break the shuffle. */
+    /* 10. Descriptors before rlimits: a low RLIMIT_NOFILE must not break the shuffle.
+     *     init's status socket moves above the new fds first, out of the dup3s' way. */
+    if (control_fd >= 0 && control_fd < lp.n_fd_map) {
+        control_fd = fcntl(control_fd, F_DUPFD_CLOEXEC, lp.n_fd_map);
+        CHECK(control_fd >= 0, SBX_STAGE_FDS, "dup control socket", NULL);
+    }
     error_fd = arrange_fds(lp.fd_map, lp.n_fd_map, error_fd);
     for (i = 0; i < p->n_rlimits; i++) {
         struct rlimit rl;
@@ -512,16 +612,23 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
         CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, SBX_STAGE_NO_NEW_PRIVS, "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
     if (p->cwd)
         CHECK(chdir(p->cwd) == 0, SBX_STAGE_CHDIR, "chdir", p->cwd);
+    /* 12b. init outlives the exec as a copy of the supervisor's memory: not
+     *      dumpable, so the command (same uid) can neither ptrace it nor read
+     *      /proc/1/mem or /proc/1/environ.  After the last credential change,
+     *      which would reset it.  Named so ps inside tells it apart. */
+    if (p->init) {
+        CHECK(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0, SBX_STAGE_NO_NEW_PRIVS, "prctl(PR_SET_DUMPABLE)", NULL);
+        CHECK(prctl(PR_SET_NAME, "sandbox-init", 0, 0, 0) == 0, SBX_STAGE_NO_NEW_PRIVS, "prctl(PR_SET_NAME)", NULL);
+    }
     /* 13. seccomp last: everything above used syscalls the policy denies. */
     if (p->bpf)
         load_seccomp(p, error_fd);
-    /* 14. exec, trying the PATH candidates in order like execvp. */
-    for (i = 0; i < lp.n_exec_paths; i++) {
-        execve(lp.exec_paths[i], (char *const *)lp.argv, (char *const *)p->envp);
-        if (errno != ENOENT && errno != ENOTDIR)
-            err = errno;
-    }
-    fail(error_fd, SBX_STAGE_EXEC, err, "execve", lp.argv[0]);
+    /* 14. exec, trying the PATH candidates in order like execvp.  With init,
+     *     after seccomp so both processes are filtered: the command runs as a
+     *     vfork child and we stay as pid 1, reaping orphans until it ends. */
+    if (p->init)
+        run_init(p, &lp, error_fd, control_fd);
+    exec_command(p, &lp, error_fd);
 }
 
 int sbx_spawn(const struct sbx_plan *plan, struct sbx_spawn *out)

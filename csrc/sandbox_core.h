@@ -12,7 +12,7 @@
  * there; the numbers are part of the child->parent protocol. */
 enum sbx_stage {
     SBX_STAGE_NONE = 0,
-    SBX_STAGE_CLONE = 1,          /* clone3 in the parent */
+    SBX_STAGE_CLONE = 1,          /* clone3 in the parent; init's vfork of the command */
     SBX_STAGE_SYNC = 2,           /* waiting for the parent (uid maps written) */
     SBX_STAGE_SIGNALS = 3,        /* resetting signal dispositions */
     SBX_STAGE_DEATHSIG = 4,       /* PR_SET_PDEATHSIG */
@@ -126,6 +126,10 @@ struct sbx_plan {
     int last_cap;                    /* highest capability number of this kernel */
     int no_new_privs;
     const char *cwd;
+    int init;                        /* 1 (pid namespace only): stay as pid 1, run the command as a
+                                        vfork child, reap every orphan, pass on termination signals,
+                                        exit when the command does; the command's wait status goes
+                                        to the parent over the control socket (deferred_launch) */
 
     /* seccomp: a ready BPF program (struct sock_filter[]), applied last before exec */
     const unsigned char *bpf;

@@ -98,6 +98,7 @@ class Config:
     host_gid: int | None = None
     python: bool = True              # bind the running Python installation
     disable: frozenset[str] = field(default_factory=frozenset)
+    init: bool = False               # a minimal pid 1 reaps orphans and forwards signals; needs "pid"
 
     @classmethod
     def create(cls, *, env: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
@@ -127,6 +128,14 @@ class Config:
             raise ConfigError(f"unknown layer(s) {sorted(unknown)}; known: {', '.join(LAYERS)}", field="disable")
         if "mount" in self.disable and "rootfs" not in self.disable:
             raise ConfigError("the rootfs layer needs the mount namespace; disable 'rootfs' too", field="disable")
+        if not isinstance(self.init, bool):
+            raise ConfigError(f"must be True or False, got {self.init!r}", field="init")
+        if self.init and not self.enabled("pid"):
+            raise ConfigError("an init process needs the pid namespace; enable the 'pid' layer or set init=False",
+                              field="init")
+        if self.init and self.pids < 2:
+            raise ConfigError(f"init counts as a process: pids must be >= 2 with init=True, got {self.pids}",
+                              field="pids")
         if self.net not in NET_MODES:
             raise ConfigError(f"must be one of {NET_MODES}, got {self.net!r}", field="net")
         if not isinstance(self.hostname, str) or not _HOSTNAME.match(self.hostname):

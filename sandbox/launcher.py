@@ -7,6 +7,7 @@ import functools
 import os
 import selectors
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .supervisor import Supervisor, default_supervisor
 PIPE = -1
 DEVNULL = -3
 _ERROR_SIZE = ffi.sizeof("struct sbx_error")
+_STATUS_SIZE = ffi.sizeof("int")
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,10 @@ class Result:
 class Sandbox:
     """A running sandbox.  Use as a context manager, or call wait()/close()."""
 
-    def __init__(self, pid, pidfd, cgroup, config, stdin, stdout, stderr, supervisor):
+    def __init__(self, pid, pidfd, cgroup, config, stdin, stdout, stderr, supervisor, status_fd=-1):
         self.pid = pid
         self._pidfd = pidfd
+        self._status_fd = status_fd  # with init: where it sends the command's wait status
         self._cgroup = cgroup
         self.config = config
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
@@ -109,11 +112,35 @@ class Sandbox:
             if self._result is not None:
                 return self._result
             _, status, rusage = os.wait4(self.pid, 0)
+            status = self._command_status(status)
             with self._lock:
                 self._status = status
                 os.close(self._pidfd)
                 self._pidfd = -1
             return self._collect(status, rusage, stdout, stderr, truncated)
+
+    def _command_status(self, status: int) -> int:
+        """With init, the command's own wait status, which init sent just before
+        it exited; absent when init itself was killed (kill(), the watchdog, the
+        OOM killer), and then init's status is the sandbox's."""
+        if self._status_fd < 0:
+            return status
+        fd, self._status_fd = self._status_fd, -1
+        try:
+            os.set_blocking(fd, False)  # init is reaped: a message is there or never comes
+            data = os.read(fd, _STATUS_SIZE + 1)
+        except OSError:
+            data = b""
+        finally:
+            os.close(fd)
+        if len(data) != _STATUS_SIZE:
+            return status
+        reported = int.from_bytes(data, sys.byteorder, signed=True)
+        try:
+            os.waitstatus_to_exitcode(reported)
+        except ValueError:
+            return status
+        return reported
 
     def _collect(self, status, rusage, stdout, stderr, truncated) -> Result:
         wall = time.monotonic() - self._started
@@ -257,6 +284,7 @@ def spawn(argv, config: Config | None = None, *, stdin=None, stdout=None, stderr
             streams.append(_stdio(spec, i, fd_map, child_ends))
         fd_map.extend(pass_fds)
         _launch(shell, encoded, list(argv), fd_map)
+        status_fd, shell.control_fd = shell.control_fd, -1
     except BaseException:
         for stream in streams:
             if stream is not None:
@@ -266,7 +294,7 @@ def spawn(argv, config: Config | None = None, *, stdin=None, stdout=None, stderr
     finally:
         for fd in child_ends:
             os.close(fd)
-    return Sandbox(shell.pid, shell.pidfd, shell.cgroup, config, *streams, supervisor)
+    return Sandbox(shell.pid, shell.pidfd, shell.cgroup, config, *streams, supervisor, status_fd)
 
 
 def _launch(shell, encoded, argv: list[str], fd_map: list[int]) -> None:
@@ -276,8 +304,9 @@ def _launch(shell, encoded, argv: list[str], fd_map: list[int]) -> None:
     c_argv = ffi.new("char *[]", keep[:len(argv)])
     c_paths = ffi.new("char *[]", keep[len(argv):] or [ffi.NULL])
     rc = lib.sbx_launch(shell.control_fd, c_argv, len(argv), c_paths, len(paths), fd_map, len(fd_map))
-    os.close(shell.control_fd)
-    shell.control_fd = -1
+    if not encoded.plan.init or rc < 0:  # init reports the command's wait status on it
+        os.close(shell.control_fd)
+        shell.control_fd = -1
     error_fd, shell.error_fd = shell.error_fd, -1
     _check_exec(error_fd)  # a setup failure of the shell is reported here, typed
     if rc < 0:

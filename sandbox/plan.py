@@ -8,6 +8,7 @@ Parent-side order of a spawn (launcher.py), one line of why each:
   5. release the child      it joins its cgroup, builds the root, then waits (a pre-made sandbox, pool.py)
   6. launch                 argv + fds over the control socket; it drops privileges, loads seccomp, execs
   7. read the error pipe    EOF = exec happened; a record = typed error naming the step
+  8. with init, at reaping  the command's wait status, sent by init over the kept control socket
 The child-side order lives in one place: child_main() in csrc/sandbox_core.c.
 """
 from __future__ import annotations
@@ -44,6 +45,7 @@ class SandboxPlan:
     bpf: bytes | None
     env: tuple[tuple[str, str], ...]
     path_dirs: tuple[str, ...]
+    init: bool = False  # pid 1 is a minimal init and the command its child (pid 2)
 
     def exec_candidates(self, command: str) -> list[str]:
         if "/" in command:
@@ -82,6 +84,7 @@ def make_plan(config: Config, host: HostFeatures | None = None) -> SandboxPlan:
         bpf=_compile_policy(config),
         env=tuple(env.items()),
         path_dirs=tuple(p for p in env["PATH"].split(":") if p.startswith("/")),
+        init=config.init and bool(namespaces.clone_flags & lib.CLONE_NEWPID),
     )
 
 
@@ -116,6 +119,7 @@ class EncodedPlan:
         base.no_new_privs = int(caps.no_new_privs)
         base.early_setid = int(ns.user_ns)
         base.cwd = self._str(plan.config.cwd) if plan.rootfs else ffi.NULL
+        base.init = int(plan.init)
         if plan.bpf:
             buf = ffi.new("unsigned char[]", plan.bpf)
             self._keep.append(buf)
