@@ -180,6 +180,11 @@ class Environment:
         outcome = self._send(frame, deadline)
         if outcome is None:
             outcome = self._await(deadline)
+            if outcome.kind in _SERVED:
+                if outcome.body[:wire.REQUEST_ID_SIZE] != request_id.encode():
+                    outcome = self._corrupt("invalid_response")  # forged, or an answer to another request
+                else:
+                    outcome.body = outcome.body[wire.REQUEST_ID_SIZE:]
         now = time.monotonic()
         outcome.duration_ms = (now - started) * 1000
         self.invocations += 1

@@ -65,10 +65,14 @@ class Channel:
         self.request_fd, self.response_fd = request_fd, response_fd
         self._buffer = bytearray()
 
-    def send(self, kind, body=b"") -> None:
-        data = memoryview(wire.frame(kind, body))
-        while data:
-            data = data[os.write(self.response_fd, data):]
+    def send(self, kind, body=b"", request_id=b"") -> None:
+        """One frame; answers to an invocation start with its request id."""
+        header = wire.HEADER.pack(wire.MAGIC, kind, len(request_id) + len(body))
+        sent = os.writev(self.response_fd, (header, request_id, body))
+        if sent < len(header) + len(request_id) + len(body):  # a large answer: the rest in a loop
+            data = memoryview(header + request_id + body)[sent:]
+            while data:
+                data = data[os.write(self.response_fd, data):]
 
     def receive(self):
         """(kind, body) of the next request, or None when the supervisor hung up."""
@@ -287,5 +291,5 @@ def main(argv) -> None:
         # Output the handler wrote belongs to this invocation: it must be in the
         # log pipe before the response is (the supervisor reads it after).
         _flush_output()
-        channel.send(response_kind, response)
+        channel.send(response_kind, response, bytes(body[:wire.REQUEST_ID_SIZE]))
 

@@ -24,15 +24,18 @@ INVOKE = ord("I")        # body: INVOKE_META, then arn, trace id, client context
 # runtime -> supervisor
 READY = ord("Y")         # init finished; body empty
 INIT_ERROR = ord("N")    # init failed; body: error JSON; the runtime exits next
-RESULT = ord("R")        # body: the handler's result as JSON
-ERROR = ord("E")         # body: error JSON ({errorMessage, errorType, stackTrace})
-BAD_REQUEST = ord("V")   # the payload was not JSON; body: the parser's message (UTF-8)
+# The answers to an invocation start with its 36-byte request id, so that a
+# frame a handler forged on the channel cannot be taken for a later answer.
+RESULT = ord("R")        # body: request id, the handler's result as JSON
+ERROR = ord("E")         # body: request id, error JSON ({errorMessage, errorType, stackTrace})
+BAD_REQUEST = ord("V")   # the payload was not JSON; body: request id, the parser's message (UTF-8)
 
 RESPONSE_KINDS = frozenset((READY, INIT_ERROR, RESULT, ERROR, BAD_REQUEST))
 
 # request id (ASCII, 36), deadline (Unix epoch ms), then the lengths of the
 # invoked ARN, the trace id and the client context that follow it.
 INVOKE_META = struct.Struct("<36sQHHI")
+REQUEST_ID_SIZE = 36
 
 READ_CHUNK = 64 * 1024                   # default read size on both ends (see _read_size)
 MAX_PAYLOAD = 6 * 1024 * 1024            # Lambda's synchronous request/response cap
