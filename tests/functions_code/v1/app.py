@@ -1,0 +1,6 @@
+import time
+
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    return {"code": "v1"}
