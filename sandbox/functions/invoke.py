@@ -13,7 +13,8 @@ from .errors import InvalidRequestContentException, RequestTooLargeException, Se
 from .runtime import fastjson
 from .runtime.wire import MAX_PAYLOAD
 
-INIT_FAILURES = ("init_error", "timeout", "exit", "oom", "invalid_response", "too_large")
+MAX_TRACE_ID = 2048   # an X-Ray trace header is well under this
+MAX_CLIENT_CONTEXT = 3583  # Lambda's limit (bytes of JSON)
 
 
 @dataclass(slots=True)
@@ -58,6 +59,12 @@ class Invoker:
             raise RequestTooLargeException(f"Request must be smaller than {MAX_PAYLOAD} bytes for the "
                                            "InvokeFunction operation")
         context = _client_context(client_context) if client_context is not None else b""
+        if trace_id is not None and (not isinstance(trace_id, str) or len(trace_id) > MAX_TRACE_ID
+                                     or not trace_id.isascii() or not trace_id.isprintable()):
+            from .errors import InvalidParameterValueException
+
+            raise InvalidParameterValueException(f"trace_id must be printable ASCII of at most {MAX_TRACE_ID} "
+                                                 "characters")
         fc, pool, arn = self._runtime._route(name, qualifier)
         request_id = _request_id()
         env = pool.acquire()
@@ -193,8 +200,8 @@ def _client_context(value) -> bytes:
         return fastjson.dumps(value, None).encode()
     if isinstance(value, str):
         value = value.encode()
-    if not isinstance(value, (bytes, bytearray)) or len(value) > 3583:
-        raise InvalidRequestContentException("Client context must be JSON of at most 3583 bytes")
+    if not isinstance(value, (bytes, bytearray)) or len(value) > MAX_CLIENT_CONTEXT:
+        raise InvalidRequestContentException(f"Client context must be JSON of at most {MAX_CLIENT_CONTEXT} bytes")
     return bytes(value)
 
 

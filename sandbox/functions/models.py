@@ -15,9 +15,9 @@ from .spec import PYTHON_VERSION, RESERVED_VARIABLES
 LATEST = "$LATEST"
 RUNTIMES = ("python3", f"python{PYTHON_VERSION}")
 NETWORK_MODES = ("none",)
-_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_VARIABLE_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9_])+$")
-_HANDLER = re.compile(r"^[^\s]{1,128}$")
+_FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")      # always used with fullmatch
+_VARIABLE_NAME = re.compile(r"[a-zA-Z]([a-zA-Z0-9_])+")
+_HANDLER = re.compile(r"[^\s]{1,128}")
 ENVIRONMENT_BYTES = 4096       # Lambda: all variables together
 
 
@@ -82,7 +82,7 @@ def _now() -> str:
 
 # -- validation ---------------------------------------------------------------------
 def check_function_name(name) -> str:
-    if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+    if not isinstance(name, str) or not _FUNCTION_NAME.fullmatch(name):
         raise InvalidParameterValueException(
             f"1 validation error detected: Value '{name}' at 'functionName' failed to satisfy constraint: "
             "Member must satisfy regular expression pattern: [a-zA-Z0-9-_]{1,64}")
@@ -102,7 +102,7 @@ def check_settings(*, runtime, handler, memory_mb, timeout_s, environment, ephem
     if runtime not in RUNTIMES:
         raise InvalidParameterValueException(f"Value {runtime!r} at 'runtime' failed to satisfy constraint: "
                                              f"Member must be one of {list(RUNTIMES)}")
-    if not isinstance(handler, str) or not _HANDLER.match(handler):
+    if not isinstance(handler, str) or not _HANDLER.fullmatch(handler):
         raise InvalidParameterValueException(f"Value {handler!r} at 'handler' failed to satisfy constraint: "
                                              "Member must satisfy regular expression pattern: [^\\s]{1,128}")
     _int_in(memory_mb, "MemorySize", 128, 10240)
@@ -128,7 +128,7 @@ def check_environment(variables) -> tuple[tuple[str, str], ...]:
         raise InvalidParameterValueException("Environment variables must be a dict of strings")
     total = 0
     for key, value in variables.items():
-        if not isinstance(key, str) or not _VARIABLE_NAME.match(key):
+        if not isinstance(key, str) or not _VARIABLE_NAME.fullmatch(key):
             raise InvalidParameterValueException(
                 f"Environment variable name {key!r} must match [a-zA-Z]([a-zA-Z0-9_])+")
         if key in RESERVED_VARIABLES:

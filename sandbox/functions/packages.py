@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import errno
 import hashlib
 import io
 import os
@@ -119,8 +118,13 @@ class _Budget:
 class CodeStore:
     """Stores each distinct package tree once, under `root` (which it owns).
 
-    Thread-safe.  The caller counts references and calls remove() when a tree
-    is no longer used; it removes `root` itself when done."""
+    Thread-safe and reference-counted: put() returns the package with one
+    reference held for the caller, retain() adds one, release() drops one and
+    the tree goes with the last.  Counting here, under the store's lock, is
+    what keeps a put() of known content from racing the removal of the same
+    tree.  Each materialization gets a fresh path (<address>.<token>), so a
+    sandbox prepared against a removed tree can never be mistaken for one of
+    a new tree with the same content.  The caller removes `root` when done."""
 
     def __init__(self, root, *, max_zipped: int = 50 * 1024 * 1024,
                  max_unzipped: int = 250 * 1024 * 1024, max_entries: int = 100_000):
@@ -137,6 +141,7 @@ class CodeStore:
                                os.pathconf(self.root, "PC_NAME_MAX"), path_max)
         self._lock = threading.Lock()
         self._packages: dict[str, CodePackage] = {}
+        self._refs: dict[str, int] = {}
         self._by_upload: dict[str, str] = {}   # code_sha256 -> sha256, skips re-extracting
 
     def put(self, source) -> CodePackage:
@@ -161,18 +166,51 @@ class CodeStore:
         with self._lock:
             return self._packages.get(sha256)
 
-    def remove(self, sha256: str) -> None:
-        """Delete a stored tree; removing a missing one does nothing."""
-        _check_address(sha256)
-        doomed = os.path.join(self.root, f".removing-{secrets.token_hex(8)}")
+    def retain(self, sha256: str) -> None:
+        """Take one more reference to a stored tree."""
         with self._lock:
-            self._packages.pop(sha256, None)
-            self._by_upload = {k: v for k, v in self._by_upload.items() if v != sha256}
-            try:   # renamed away under the lock so a concurrent put() cannot reuse a half-deleted tree
-                os.rename(os.path.join(self.root, sha256), doomed)
-            except FileNotFoundError:
+            if sha256 not in self._packages:
+                raise KeyError(f"no stored package {sha256}")
+            self._refs[sha256] += 1
+
+    def release(self, sha256: str) -> None:
+        """Drop one reference; the last one removes the tree."""
+        _check_address(sha256)
+        with self._lock:   # decide and unlink in one step: a put() may be reviving it
+            count = self._refs.get(sha256, 0) - 1
+            if count > 0:
+                self._refs[sha256] = count
                 return
-        _remove_tree(doomed)
+            doomed = self._take_out(sha256)
+        if doomed:
+            _remove_tree(doomed)
+
+    def references(self, sha256: str) -> int:
+        with self._lock:
+            return self._refs.get(sha256, 0)
+
+    def remove(self, sha256: str) -> None:
+        """Delete a stored tree whatever its references; a missing one does nothing."""
+        _check_address(sha256)
+        with self._lock:
+            doomed = self._take_out(sha256)
+        if doomed:
+            _remove_tree(doomed)
+
+    def _take_out(self, sha256: str) -> str | None:
+        """Forget a tree and rename it away (lock held); returns where it went.
+        Renamed under the lock so a concurrent put() cannot reuse a half-deleted tree."""
+        package = self._packages.pop(sha256, None)
+        self._refs.pop(sha256, None)
+        self._by_upload = {k: v for k, v in self._by_upload.items() if v != sha256}
+        if package is None:
+            return None
+        doomed = os.path.join(self.root, f".removing-{secrets.token_hex(8)}")
+        try:
+            os.rename(package.path, doomed)
+        except FileNotFoundError:
+            return None
+        return doomed
 
     def _check_zipped_size(self, size: int) -> None:
         if size > self._limits.max_zipped:
@@ -185,6 +223,7 @@ class CodeStore:
         with self._lock:
             known = self._by_upload.get(code_sha256)
             if known is not None:
+                self._refs[known] += 1
                 return dataclasses.replace(self._packages[known], code_sha256=code_sha256,
                                            code_size=len(data))
         return self._store(lambda tmp: _stage_zip(data, tmp, self._limits),
@@ -209,16 +248,16 @@ class CodeStore:
                  code_size: int) -> CodePackage:
         sha256 = _content_address(entries)
         _seal(tmp, entries)
-        final = os.path.join(self.root, sha256)
         with self._lock:
-            try:
+            stored = self._packages.get(sha256)
+            if stored is None:   # the first of this content: publish our tree under a fresh name
+                final = os.path.join(self.root, f"{sha256}.{secrets.token_hex(6)}")
                 os.rename(tmp, final)
-            except OSError as exc:   # already stored: keep the first tree, drop ours
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-            stored = self._packages.setdefault(sha256, CodePackage(
-                sha256, code_sha256, code_size,
-                sum(e.size for e in entries.values()), final))
+                stored = self._packages[sha256] = CodePackage(
+                    sha256, code_sha256, code_size, sum(e.size for e in entries.values()), final)
+                self._refs[sha256] = 0
+            # else: already stored; the staged copy is dropped by the caller
+            self._refs[sha256] += 1
             self._by_upload[code_sha256] = sha256
         return dataclasses.replace(stored, code_sha256=code_sha256, code_size=code_size)
 

@@ -35,7 +35,7 @@ class EnvironmentPool:
         with self._lock:
             while self._idle:
                 candidate = self._idle.pop()
-                if self._manager.expired(candidate):
+                if self._manager.expired(candidate) or not candidate.usable():
                     expired.append(candidate)
                     continue
                 env = candidate
@@ -65,7 +65,7 @@ class EnvironmentPool:
     def release(self, env: Environment) -> None:
         with self._lock:
             self._busy.discard(env)
-            keep = env.alive and not self.draining and not self._manager.expired(env)
+            keep = env.alive and not env.tainted and not self.draining and not self._manager.expired(env)
             if keep:
                 self._idle.append(env)
         if not keep:

@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 
 from ..supervisor import default_supervisor
@@ -65,7 +64,6 @@ class Runtime:
         self._store = CodeStore(os.path.join(self.state_dir, "code"))
         self._disable = frozenset(disable)
         self._functions: dict[str, _Function] = {}
-        self._code_refs: Counter = Counter()
         self._lock = threading.RLock()
         self._closed = False
         self._epoch = 0          # bumped on every control-plane change: invalidates _routes
@@ -90,13 +88,12 @@ class Runtime:
         with self._lock:
             self._check_open()
             if name in self._functions:
-                self._maybe_remove_code(package)
+                self._store.release(package.sha256)
                 raise ResourceConflictException(f"Function already exist: {name}")
             latest = FunctionConfiguration(function_name=name, function_arn=self.function_arn(name),
                                            version=LATEST, code=package, **settings)
-            self._functions[name] = _Function(uuid.uuid4().hex, latest, {})
+            self._functions[name] = _Function(uuid.uuid4().hex, latest, {})   # holds put()'s reference
             self._epoch += 1
-            self._code_refs[package.sha256] += 1
             return self._publish(name) if publish else latest
 
     def update_function_code(self, name, code, publish=False) -> FunctionConfiguration:
@@ -105,9 +102,10 @@ class Runtime:
             try:
                 function = self._function(name)
             except ResourceNotFoundException:
-                self._maybe_remove_code(package)
+                self._store.release(package.sha256)
                 raise
             self._replace_latest(function, function.latest.updated(code=package))
+            self._store.release(package.sha256)   # _replace_latest took the new $LATEST's own reference
             return self._publish(name) if publish else function.latest
 
     def update_function_configuration(self, name, **changes) -> FunctionConfiguration:
@@ -208,7 +206,7 @@ class Runtime:
 
     def _resolve(self, name, qualifier) -> tuple[_Function, FunctionConfiguration]:
         """(function, configuration) for a name, "name:qualifier" or an ARN."""
-        base, qualifier = split_name(name, qualifier)
+        base, qualifier = split_name(name, qualifier, self.region, self.account_id)
         function = self._function(base)
         if qualifier in (None, LATEST):
             return function, function.latest
@@ -243,7 +241,7 @@ class Runtime:
                 init_timeout_s=self.init_timeout_s))
             if created:
                 pool.code = fc.code
-                self._code_refs[fc.code.sha256] += 1  # the pool's environments mount it
+                self._store.retain(fc.code.sha256)  # the pool's environments mount it
             return fc, pool
 
     def _pool_gone(self, pool) -> None:
@@ -254,7 +252,7 @@ class Runtime:
         function.latest = latest
         function.generation += 1
         self._epoch += 1
-        self._code_refs[latest.code.sha256] += 1
+        self._store.retain(latest.code.sha256)
         self._release_code(old.code)
         uid, generation = function.uid, function.generation
         self._manager.drain(lambda key: key[0] == uid and key[1] == LATEST and key[2] < generation)
@@ -270,28 +268,22 @@ class Runtime:
         fc = function.latest.updated(version=version, description=description or function.latest.description)
         function.versions[version] = fc
         self._epoch += 1
-        self._code_refs[fc.code.sha256] += 1
+        self._store.retain(fc.code.sha256)
         return fc
 
     def _release_code(self, package) -> None:
-        with self._lock:
-            self._code_refs[package.sha256] -= 1
-            if self._code_refs[package.sha256] <= 0:
-                del self._code_refs[package.sha256]
-                self._store.remove(package.sha256)
-
-    def _maybe_remove_code(self, package) -> None:
-        if self._code_refs.get(package.sha256, 0) <= 0:
-            self._store.remove(package.sha256)
+        self._store.release(package.sha256)
 
 
-def split_name(name, qualifier=None) -> tuple[str, str | None]:
-    """Accept "fn", "fn:qual", "arn:aws:lambda:region:acct:function:fn[:qual]"."""
+def split_name(name, qualifier=None, region=None, account_id=None) -> tuple[str, str | None]:
+    """Accept "fn", "fn:qual", "arn:aws:lambda:region:acct:function:fn[:qual]"
+    (an ARN of another region or account names no function of ours)."""
     if not isinstance(name, str) or not name:
         raise ResourceNotFoundException(f"Function not found: {name!r}")
     parts = name.split(":")
     if parts[0] == "arn":
-        if len(parts) not in (7, 8) or parts[5] != "function":
+        if len(parts) not in (7, 8) or parts[1:3] != ["aws", "lambda"] or parts[5] != "function" or \
+                (region is not None and parts[3] != region) or (account_id is not None and parts[4] != account_id):
             raise ResourceNotFoundException(f"Function not found: {name}")
         base, embedded = parts[6], parts[7] if len(parts) == 8 else None
     elif len(parts) == 2:

@@ -174,15 +174,8 @@ def test_garbage_on_every_descriptor(rt, victim, sink):
     assert_next_invocation_works(rt, fn, result, same_environment=False)
 
 
-FORGED_WITH_ID = pytest.mark.xfail(strict=True, reason=(
-    "BUG: a handler can forge a whole answer, request id included (context.aws_request_id); the supervisor "
-    "takes it and returns the environment to the pool while the runtime's real answer is still coming, so "
-    "the NEXT, innocent invocation reads that stale frame and fails with Runtime.InvalidResponse; stray "
-    "bytes on the response channel should be checked for before an environment is reused"))
-
-
 @pytest.mark.parametrize("delay,with_id", [
-    (0, False), (0.3, False), pytest.param(0.3, True, marks=FORGED_WITH_ID, id="0.3-with-request-id")])
+    (0, False), (0.3, False), pytest.param(0.3, True, id="0.3-with-request-id")])
 def test_forged_response_frame_never_answers_the_next_request(rt, victim, delay, with_id):
     """A well-formed RESULT frame written on the response channel, then the real
     answer: the forgery may be taken as this invocation's answer (the handler
@@ -284,10 +277,6 @@ def test_daemon_is_gone_after_close(no_leaks):
     runtime.close()                        # no_leaks: no process, mount or cgroup left
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an environment whose runtime died while idle (between invocations) is handed to the next "
-    "invocation, which fails with Runtime.ExitError without its handler ever running; the pool should "
-    "notice the death (the pidfd is readable) and start a new environment"))
 def test_runtime_dying_while_idle_does_not_fail_the_next_invocation(rt, victim):
     fn = victim()
     result, _ = attack(rt, fn, "exit_in_thread_later")

@@ -250,13 +250,6 @@ def test_in_flight_invocation_finishes_on_old_code_then_its_environment_drains(r
     assert warm.environment_id not in {r.environment_id for r in later}, "a drained environment was reused"
 
 
-STALE_SHELL = pytest.mark.xfail(strict=True, reason=(
-    "BUG: when a code tree's last reference goes, CodeStore.remove deletes it, but the supervisor's "
-    "pre-made shells for the Configs that bind it (made from a plan's second spawn) stay ready; the same "
-    "content stored again gets the same path, so an equal Config takes a stale shell bound to the deleted "
-    "tree and invoke() raises a raw ProcessSetupError 'chdir /var/task: [EACCES]' (once per stale shell)"))
-
-
 def second_spawn_of_the_same_config(rt, fn):
     """Two environments of one Config: the supervisor then pre-makes shells for it."""
     call(rt, fn)
@@ -265,7 +258,6 @@ def second_spawn_of_the_same_config(rt, fn):
     default_supervisor().clone_thread.barrier()    # shells are prepared in the background: wait for them
 
 
-@STALE_SHELL
 def test_rolling_back_to_earlier_code_works(rt, make, code):
     fn = make("app.handler", "v1")
     second_spawn_of_the_same_config(rt, fn)
@@ -276,7 +268,6 @@ def test_rolling_back_to_earlier_code_works(rt, make, code):
         assert call(rt, fn).json() == {"code": "v1"}
 
 
-@STALE_SHELL
 def test_a_function_deleted_and_created_again_works(rt, code):
     name = f"recreated-{uuid.uuid4().hex[:8]}"
     for attempt in range(3):
@@ -290,12 +281,6 @@ def test_a_function_deleted_and_created_again_works(rt, code):
             rt.delete_function(name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: create_function/update_function_code call CodeStore.put() before taking the runtime lock; put() "
-    "returns an existing tree of the same content, and a concurrent _release_code (another thread's "
-    "delete/update, or the reaper collecting a drained pool) can remove that tree before the caller counts "
-    "its reference: the new function's code is gone and invoke() raises ConfigError 'bind: source ... "
-    "does not exist'"))
 def test_code_released_while_another_function_stores_the_same_code(rt, code, monkeypatch):
     """The interleaving, made deterministic: while the newcomer's put() has returned
     the shared tree and before create_function counts it, another thread deletes
@@ -595,10 +580,6 @@ def test_payload_that_is_not_json_is_refused_and_the_environment_stays(rt, make,
     assert after.json() == {"fine": True} and after.environment_id == warm.environment_id
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: lambda_runtime.invoke() catches only ValueError/UnicodeDecodeError around fastjson.loads; a deeply "
-    "nested (valid) JSON payload raises RecursionError, which kills the bootstrap: Runtime.ExitError and a "
-    "lost environment for a caller's payload (awslambdaric answers Runtime.UnmarshalError)"))
 def test_deeply_nested_payload_does_not_crash_the_environment(rt, make):
     fn = make("app.echo")
     warm = call(rt, fn)
@@ -627,10 +608,6 @@ def test_payload_must_be_bytes(rt, make, payload):
         rt.invoke(make("app.echo"), payload)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Invoker.invoke does not check trace_id; one over 65535 bytes makes wire.invoke_frame raise "
-    "struct.error inside Environment.invoke after the READY->BUSY move, the pool re-idles the BUSY "
-    "environment, and every later invocation of the function fails with IllegalTransition busy -> busy"))
 def test_overlong_trace_id_is_refused_and_the_function_keeps_working(rt, make):
     fn = make("app.echo")
     call(rt, fn)
@@ -639,10 +616,6 @@ def test_overlong_trace_id_is_refused_and_the_function_keeps_working(rt, make):
     assert rt.invoke(fn, b'{"after": 1}').json() == {"after": 1}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a 6 MB payload (accepted) plus a long trace id and client context (each accepted) make an "
-    "INVOKE frame over wire.MAX_FRAME (payload + 64 KiB); the bootstrap calls it corrupt and exits: "
-    "Runtime.ExitError for a request that passed every check"))
 def test_largest_accepted_request_reaches_the_handler(rt, make):
     fn = make("app.echo", timeout_s=10)
     payload = b'"' + b"z" * (MAX - 2) + b'"'
@@ -740,10 +713,6 @@ def test_trace_id_is_set_for_its_invocation_only(rt, make):
     assert "_X_AMZN_TRACE_ID" not in call(rt, fn).json()["environ"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: lambda_runtime.LambdaContext sets client_context to the parsed dict and identity to None; "
-    "awslambdaric gives a ClientContext object (.custom/.env/.client) and a CognitoIdentity object, so "
-    "Lambda code doing context.client_context.custom raises AttributeError"))
 def test_client_context_and_identity_have_awslambdarics_shape(rt, make):
     fn = make("app.client_info")
     result = rt.invoke(fn, b"{}", client_context={"custom": {"k": "v"}, "env": {"e": "1"}})
@@ -849,11 +818,6 @@ def test_logging_from_a_module_that_imports_it_uses_lambdas_format(rt, make):
                          tail_of(result)), tail_of(result)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: lambda_runtime installs Lambda's logging handler only if `logging` was imported before the first "
-    "invocation; a handler that imports it lazily and calls logging.info() gets basicConfig's "
-    "'INFO:root:...' format on stderr for the life of the environment (awslambdaric installs its handler "
-    "before importing the handler module)"))
 def test_logging_imported_inside_the_handler_uses_lambdas_format(rt, make):
     fn = make("app.uses_logging")
     for n in (1, 2):

@@ -53,24 +53,16 @@ def test_invalid_function_names(name):
     assert info.value.status_code == 400 and info.value.error_type == "InvalidParameterValueException"
 
 
-TRAILING_NEWLINE = pytest.mark.xfail(strict=True, reason=(
-    "BUG: models.py validates with re.match and a pattern ending in '$', which also matches "
-    "before a trailing newline; use re.fullmatch (or \\Z)"))
-
-
-@TRAILING_NEWLINE
 def test_function_name_with_a_trailing_newline_is_refused():
     with pytest.raises(Invalid):
         check_function_name("fn\n")
 
 
-@TRAILING_NEWLINE
 def test_variable_name_with_a_trailing_newline_is_refused():
     with pytest.raises(Invalid):
         check_environment({"AB\n": "v"})
 
 
-@TRAILING_NEWLINE
 def test_handler_with_a_trailing_newline_is_refused():
     with pytest.raises(Invalid):
         check_settings(**settings(handler="app.handler\n"))

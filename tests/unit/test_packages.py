@@ -82,14 +82,16 @@ def tree(path):
 
 
 def stored_dirs(store):
-    return sorted(os.listdir(store.root))
+    """Content addresses of the trees on disk (each is stored as <address>.<token>)."""
+    return sorted(name.split(".")[0] for name in os.listdir(store.root))
 
 
 # ---- round trips and addressing ----------------------------------------------
 
 def test_directory_round_trip(store, tmp_path):
     pkg = store.put(sample_dir(str(tmp_path / "src")))
-    assert pkg.path == os.path.join(store.root, pkg.sha256)
+    assert os.path.dirname(pkg.path) == store.root
+    assert os.path.basename(pkg.path).startswith(pkg.sha256 + ".")
     assert tree(pkg.path) == {
         "handler.py": ("f", 0o444, HANDLER), "lib": ("d", 0o555, None),
         "lib/empty": ("d", 0o555, None), "lib/tool.sh": ("f", 0o555, b"#!/bin/sh\necho hi\n"),
@@ -415,7 +417,40 @@ def test_remove_is_idempotent_and_put_restores(store):
     store.remove(pkg.sha256)
     assert stored_dirs(store) == []
     again = store.put(data)
-    assert again == pkg and os.path.isdir(again.path)
+    assert again.sha256 == pkg.sha256 and os.path.isdir(again.path)
+    assert again.path != pkg.path   # a new materialization never reuses a removed tree's path
+
+
+def test_references_keep_a_tree_until_the_last_release(store, tmp_path):
+    data = make_zip(SAMPLE_ZIP_MEMBERS)
+    first = store.put(data)
+    second = store.put(data)                 # same content: same tree, one more reference
+    assert second.path == first.path and store.references(first.sha256) == 2
+    store.retain(first.sha256)
+    store.release(first.sha256)
+    store.release(first.sha256)
+    assert os.path.isdir(first.path)
+    store.release(first.sha256)
+    assert not os.path.exists(first.path) and store.get(first.sha256) is None
+
+
+def test_put_of_known_content_never_races_its_removal(store):
+    """A put() of content being released concurrently either revives the
+    stored tree (its reference counted first) or stores a fresh one: the
+    returned path always exists."""
+    data = make_zip(SAMPLE_ZIP_MEMBERS)
+    for _ in range(50):
+        held = store.put(data)
+        results = []
+        releaser = threading.Thread(target=store.release, args=(held.sha256,))
+        putter = threading.Thread(target=lambda: results.append(store.put(data)))
+        releaser.start()
+        putter.start()
+        releaser.join()
+        putter.join()
+        assert os.path.isdir(results[0].path)
+        store.release(results[0].sha256)
+    assert stored_dirs(store) == []
 
 
 def test_addresses_are_checked(store):

@@ -30,6 +30,39 @@ class InitFault(Exception):
         self.error_type, self.message, self.stack = error_type, message, list(stack)
 
 
+class CognitoIdentity:
+    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
+
+    def __init__(self, data=None):
+        data = data or {}
+        self.cognito_identity_id = data.get("cognitoIdentityId")
+        self.cognito_identity_pool_id = data.get("cognitoIdentityPoolId")
+
+
+class Client:
+    __slots__ = ("installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name")
+
+    def __init__(self, data):
+        self.installation_id = data.get("installation_id")
+        self.app_title = data.get("app_title")
+        self.app_version_name = data.get("app_version_name")
+        self.app_version_code = data.get("app_version_code")
+        self.app_package_name = data.get("app_package_name")
+
+
+class ClientContext:
+    """context.client_context, from the caller's client context JSON
+    ({"client": {...}, "custom": {...}, "env": {...}}) as awslambdaric builds it."""
+    __slots__ = ("client", "custom", "env")
+
+    def __init__(self, data):
+        data = data if isinstance(data, dict) else {}
+        client = data.get("client")
+        self.client = Client(client) if isinstance(client, dict) else None
+        self.custom = data.get("custom")
+        self.env = data.get("env")
+
+
 class LambdaContext:
     """The `context` argument, with awslambdaric's attribute names and types."""
 
@@ -38,7 +71,7 @@ class LambdaContext:
         self.invoked_function_arn = invoked_arn
         self._deadline_ms = deadline_ms
         self.client_context = client_context
-        self.identity = None
+        self.identity = CognitoIdentity()
         self.function_name = _ENV_FUNCTION_NAME
         self.function_version = _ENV_FUNCTION_VERSION
         self.memory_limit_in_mb = _ENV_MEMORY
@@ -175,14 +208,36 @@ def load_handler(spec: str):
     return handler
 
 
-_logging_installed = False
+class _LoggingImportHook:
+    """Installs Lambda's log handler the moment `logging` is first imported,
+    before user code can call basicConfig() or logging.info() (which would
+    otherwise add Python's default handler first).  Importing logging eagerly
+    would cost every cold start a few milliseconds."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "logging":
+            return None
+        sys.meta_path.remove(self)
+        spec = _PATH_FINDER.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            load = spec.loader.exec_module
+
+            def exec_module(module):
+                load(module)
+                _install_logging_handler()
+            spec.loader.exec_module = exec_module
+        return spec
+
+    def invalidate_caches(self):
+        pass
+
+
+_PATH_FINDER = sys.modules["_frozen_importlib_external"].PathFinder
 
 
 def _install_logging_handler() -> None:
     """If the handler uses `logging`, give the root logger Lambda's handler and
     format (level, UTC time, request id, message), as awslambdaric does."""
-    global _logging_installed
-    _logging_installed = True
     import logging
 
     class _RequestIdFilter(logging.Filter):
@@ -194,6 +249,7 @@ def _install_logging_handler() -> None:
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stdout)
+    handler.terminator = ""   # the format ends the line, as awslambdaric's does
     formatter = logging.Formatter("[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
                                   "%Y-%m-%dT%H:%M:%S")
     formatter.converter = time.gmtime
@@ -224,9 +280,13 @@ def invoke(handler, body):
             os.environ.pop("_X_AMZN_TRACE_ID", None)
     try:
         event = fastjson.loads(str(payload, "utf-8"))
-        context_data = fastjson.loads(client_context.decode("utf-8")) if client_context else None
+        context_data = ClientContext(fastjson.loads(str(client_context, "utf-8"))) if client_context else None
     except (ValueError, UnicodeDecodeError) as exc:
         return wire.BAD_REQUEST, f"Could not parse request body into json: {exc}".encode()
+    except RecursionError:   # valid JSON nested deeper than Python can represent
+        message = "Unable to unmarshal input: the JSON is nested too deeply"
+        _log_error("Runtime.UnmarshalError", message, [])
+        return wire.ERROR, _error_body("Runtime.UnmarshalError", message, [], request_id)
     context = LambdaContext(request_id, deadline_ms, arn, context_data)
     try:
         result = handler(event, context)
@@ -268,6 +328,10 @@ def main(argv) -> None:
     os.close(REQUEST_FD)
     os.close(RESPONSE_FD)
     _set_sys_path()
+    if "logging" in sys.modules:   # not with -S; kept for embedders that start us otherwise
+        _install_logging_handler()
+    else:
+        sys.meta_path.insert(0, _LoggingImportHook())
     try:
         handler = load_handler(os.environ.get("_HANDLER", ""))
     except InitFault as fault:
@@ -275,8 +339,6 @@ def main(argv) -> None:
         channel.send(wire.INIT_ERROR, _error_body(fault.error_type, fault.message, fault.stack))
         sys.stdout.flush()
         os._exit(1)
-    if "logging" in sys.modules:
-        _install_logging_handler()
     channel.send(wire.READY)
     while True:
         request = channel.receive()
@@ -286,8 +348,6 @@ def main(argv) -> None:
         if kind != wire.INVOKE:
             raise SystemExit(f"bootstrap: unexpected request kind {kind}")
         response_kind, response = invoke(handler, body)
-        if not _logging_installed and "logging" in sys.modules:
-            _install_logging_handler()
         # Output the handler wrote belongs to this invocation: it must be in the
         # log pipe before the response is (the supervisor reads it after).
         _flush_output()
