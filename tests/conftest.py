@@ -124,25 +124,48 @@ def _spare_cgroups(sup):
     return set(manager.spare_paths()) if manager is not None and hasattr(manager, "spare_paths") else set()
 
 
+def assert_no_leaks(before: LeakSnapshot, netns_before: set | None = None) -> None:
+    """Compare with `before` (taken after _drain_supervisor()): no process,
+    mount or sandbox cgroup may be left, nor (when given) a network namespace
+    held beyond `netns_before`.  Teardown is asynchronous in places, so the
+    check is retried for up to 5 s."""
+    import time
+
+    sup = _drain_supervisor()
+    deadline = time.monotonic() + 5
+    while True:
+        after = LeakSnapshot()
+        after.leaf_cgroups -= _spare_cgroups(sup)
+        problems = before.diff(after)
+        if netns_before is not None and _net_namespaces_held() - netns_before:
+            problems.append("network namespaces held")
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not problems, "; ".join(problems)
+
+
+class RecordingSink:
+    """A function log sink that keeps every InvocationLog by request id."""
+
+    def __init__(self):
+        import threading
+
+        self.records = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, record):
+        with self.lock:
+            self.records[record.request_id] = record
+
+
 @pytest.fixture
 def no_leaks():
     """Asserts that the test left no processes, mounts or sandbox cgroups."""
     _drain_supervisor()
     before = LeakSnapshot()
     yield
-    import time
-
-    sup = _drain_supervisor()
-
-    deadline = time.monotonic() + 5
-    while True:
-        after = LeakSnapshot()
-        after.leaf_cgroups -= _spare_cgroups(sup)
-        problems = before.diff(after)
-        if not problems or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not problems, "; ".join(problems)
+    assert_no_leaks(before)
 
 
 @pytest.fixture(scope="session", autouse=True)

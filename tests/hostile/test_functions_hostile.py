@@ -25,17 +25,9 @@ MB = 1769
 MAX_LOG_KEPT = 2 << 20          # the supervisor keeps ~1 MiB of output per invocation, plus a tail
 
 
-class Sink:
-    def __init__(self):
-        self.records = {}
-
-    def __call__(self, record):
-        self.records[record.request_id] = record
-
-
 @pytest.fixture(scope="module")
 def sink():
-    return Sink()
+    return conftest.RecordingSink()
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +39,7 @@ def rt(sink):
     yield runtime
     runtime.close()
     assert not os.path.exists(runtime.state_dir)
-    sup = conftest._drain_supervisor()
-    deadline = time.monotonic() + 5
-    while True:
-        after = conftest.LeakSnapshot()
-        after.leaf_cgroups -= conftest._spare_cgroups(sup)
-        problems = before.diff(after)
-        if conftest._net_namespaces_held() - netns:
-            problems.append("network namespaces held")
-        if not problems or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not problems, "; ".join(problems)
+    conftest.assert_no_leaks(before, netns)
 
 
 @pytest.fixture(autouse=True)

@@ -40,37 +40,9 @@ ACCOUNT_ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 
 
 # -- fixtures -----------------------------------------------------------------------------
-def assert_nothing_left(before: "conftest.LeakSnapshot", netns_before: set) -> None:
-    """The `no_leaks` check, for a module-scoped Runtime."""
-    sup = conftest._drain_supervisor()
-    deadline = time.monotonic() + 5
-    while True:
-        after = conftest.LeakSnapshot()
-        after.leaf_cgroups -= conftest._spare_cgroups(sup)
-        problems = before.diff(after)
-        if conftest._net_namespaces_held() - netns_before:
-            problems.append("network namespaces held")
-        if not problems or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not problems, "; ".join(problems)
-
-
-class Sink:
-    """A custom log sink: keeps every InvocationLog by request id."""
-
-    def __init__(self):
-        self.records = {}
-        self.lock = threading.Lock()
-
-    def __call__(self, record):
-        with self.lock:
-            self.records[record.request_id] = record
-
-
 @pytest.fixture(scope="module")
 def sink():
-    return Sink()
+    return conftest.RecordingSink()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +53,7 @@ def rt(sink):
     yield runtime
     runtime.close()
     assert not os.path.exists(runtime.state_dir)
-    assert_nothing_left(before, netns)
+    conftest.assert_no_leaks(before, netns)
 
 
 @pytest.fixture

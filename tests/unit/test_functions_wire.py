@@ -142,7 +142,7 @@ DUMPED = [
     "unicode é ü 中文 😀", "\ud800 lone surrogate", "\u2028\u2029",
     [], {}, [1, [2, [3, [4, []]]]], {"a": {"b": {"c": [None, {"d": ""}]}}},
     (1, 2, (3,)), {"z": 1, "a": 2, "m": 3},
-    {1: "int key", 2.5: "float key", True: "bool key", None: "null key"},
+    {1: "int key", 2.5: "float key", False: "bool key", None: "null key"},
     {float("nan"): 1, float("inf"): 2},
     {"é": "non-ascii key"}, list(range(1000)), {str(i): i for i in range(500)},
 ]
