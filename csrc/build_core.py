@@ -5,10 +5,13 @@ below so the compiler fills in the values from the system headers (no kernel
 constants are hard-coded on the Python side).
 """
 import os
+import runpy
 
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The init program (build_init.py) is compiled with the same flags.
+COMPILE_ARGS = runpy.run_path(os.path.join(HERE, "build_init.py"))["COMPILE_ARGS"]
 
 # Constants the Python planners need, resolved by the C compiler.
 KERNEL_CONSTANTS = """
@@ -58,7 +61,7 @@ ffibuilder.set_source(
     '#include "sbx_sys.h"\n#include "sandbox_core.h"\n',
     sources=[os.path.join(HERE, "sandbox_core.c")],
     include_dirs=[HERE],
-    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],
+    extra_compile_args=COMPILE_ARGS,
 )
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
-#include <sys/wait.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -96,16 +95,26 @@ struct launch_params {
     int n_fd_map;
 };
 
-/* Close every inherited descriptor but the two we still need: a pre-made
- * sandbox may wait a long time, and must not keep other sandboxes' pipes open. */
-static void close_all_but(int keep_a, int keep_b, int error_fd)
+/* Close every descriptor from `from` on but the (up to three) in keep[] (-1:
+ * unused slot).  A pre-made sandbox may wait a long time and must not keep
+ * other sandboxes' pipes open; init must hold none of the command's. */
+static void close_all_but(unsigned int from, const int *keep, int n, int error_fd)
 {
-    int lo = keep_a < keep_b ? keep_a : keep_b, hi = keep_a < keep_b ? keep_b : keep_a;
-    if (lo > 3)
-        CLOSE_OR_FAIL(3, lo - 1);
-    if (hi > lo + 1)
-        CLOSE_OR_FAIL(lo + 1, hi - 1);
-    CLOSE_OR_FAIL(hi + 1, ~0U);
+    int sorted[3], i, j, k = 0, v;
+    for (i = 0; i < n && i < 3; i++) {
+        if (keep[i] < (int)from)
+            continue;
+        for (j = k++; j > 0 && sorted[j - 1] > keep[i]; j--)
+            sorted[j] = sorted[j - 1];
+        sorted[j] = keep[i];
+    }
+    for (i = 0; i < k; i++) {
+        v = sorted[i];
+        if ((unsigned int)v > from)
+            CLOSE_OR_FAIL(from, v - 1);
+        from = (unsigned int)v + 1;
+    }
+    CLOSE_OR_FAIL(from, ~0U);
 }
 
 /* Wait for the launch message of a pre-made sandbox (EOF: the pool was closed). */
@@ -436,87 +445,94 @@ exec_command(const struct sbx_plan *p, const struct launch_params *lp, int error
     fail(error_fd, SBX_STAGE_EXEC, err, "execve", lp->argv[0]);
 }
 
-/* Passed on to the command, as tini does: pid 1 drops signals it has no
- * handler for, so without this a SIGTERM from outside could not stop it. */
+/* Passed on to the command by init (csrc/sandbox_init.c, which has the same
+ * list): pid 1 drops signals it has no handler for. */
 static const int forwarded_signals[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
-/* The command ended: give the parent its exact wait status (the Result then
- * reads as without init), and exit as close to it as pid 1 can.  A pid 1
- * cannot die of a signal it sends itself (the kernel drops even SIGKILL), so a
- * signal death becomes the shell's 128+N.  Our exit makes the kernel kill
- * whatever is left in the pid namespace. */
-static void __attribute__((noreturn)) init_exit(int status, int status_fd)
+/* Decimal text of a non-negative int, or "-1", into buf (>= 12 bytes). */
+static const char *int_text(char *buf, int value)
 {
-    if (status_fd >= 0 && send(status_fd, &status, sizeof status, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-        /* the parent is gone or stopped listening: the exit code still tells */
+    char tmp[12];
+    int n = 0, at = 0;
+    if (value < 0) {
+        buf[0] = '-';
+        buf[1] = '1';
+        buf[2] = '\0';
+        return buf;
     }
-    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    do {
+        tmp[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    while (n)
+        buf[at++] = tmp[--n];
+    buf[at] = '\0';
+    return buf;
 }
 
-/* Pid 1 with `init`: the command runs as our vfork child (no copy of the
- * address space, which matters: we are a copy-on-write image of the
- * supervisor).  We keep no descriptor but the status socket, reap every
- * process that ends up ours, pass on termination signals, and exit when the
- * command does.  Everything here is async-signal-safe and allocates nothing. */
+/* With `init`: the command runs as our vfork child, pid 2 (vfork: no copy of
+ * the page tables of a large supervisor), and we then exec the init program
+ * (csrc/sandbox_init.c) from its descriptor, so that pid 1 keeps none of the
+ * supervisor's memory.  Everything here is async-signal-safe and allocates
+ * nothing. */
 static void __attribute__((noreturn))
-run_init(const struct sbx_plan *p, const struct launch_params *lp, int error_fd, int status_fd)
+run_init(const struct sbx_plan *p, const struct launch_params *lp, int error_fd, int status_fd, int init_fd)
 {
+    static char pid_arg[12], fd_arg[12];
+    static const char *init_argv[4], *init_envp[1];
     sigset_t waited, none;
-    pid_t command, pid;
-    int i, sig, status;
+    pid_t command;
+    int i, keep[3];
 
+    if (init_fd < 0) {
+        errno = EBADF;
+        fail(error_fd, SBX_STAGE_INIT_EXEC, EBADF, "no descriptor of the init program", NULL);
+    }
     sigemptyset(&none);
     sigemptyset(&waited);
     sigaddset(&waited, SIGCHLD);
     for (i = 0; i < (int)(sizeof forwarded_signals / sizeof forwarded_signals[0]); i++)
         sigaddset(&waited, forwarded_signals[i]);
-    /* Blocked before the vfork: a pid 1 drops an unhandled signal at once, a
-     * blocked one waits in the queue for sigwaitinfo (a SIGCHLD as well). */
+    /* Blocked before the vfork, and kept blocked through the exec (the mask and
+     * pending signals survive it): a pid 1 drops an unhandled signal at once, a
+     * blocked one waits for the init program's rt_sigtimedwait (a SIGCHLD too). */
     CHECK(sigprocmask(SIG_BLOCK, &waited, NULL) == 0, SBX_STAGE_SIGNALS, "sigprocmask", "(init)");
     command = vfork();
     if (command == 0) {
         /* The command starts with nothing blocked, as it would without init.
-         * Shared memory until exec: only syscalls and our own stack from here. */
+         * Shared memory until exec: only syscalls and our own stack from here.
+         * The init program's descriptor and the status socket are close-on-exec. */
         CHECK(sigprocmask(SIG_SETMASK, &none, NULL) == 0, SBX_STAGE_SIGNALS, "sigprocmask", NULL);
         exec_command(p, lp, error_fd);
     }
     CHECK(command > 0, SBX_STAGE_CLONE, "vfork", "(init)");
     /* vfork returned: the command exec'd, or wrote its error record and exited
-     * (we reap it below and exit too).  Drop every descriptor: our copy of the
-     * error pipe (its EOF tells the parent exec happened) and of the command's
-     * stdio and pass_fds (callers rely on EOF when the command dies). */
-    if (status_fd < 0) {
-        CLOSE_OR_FAIL(0, ~0U);
-    } else {
-        if (status_fd > 0)
-            CLOSE_OR_FAIL(0, status_fd - 1);
-        CLOSE_OR_FAIL(status_fd + 1, ~0U);
-    }
-    for (;;) {
-        sig = sigwaitinfo(&waited, NULL);
-        if (sig < 0) {
-            if (errno == EINTR)
-                continue;
-            _exit(127); /* a custom policy denies rt_sigtimedwait: fail closed, the namespace dies */
-        }
-        if (sig != SIGCHLD) {
-            kill(command, sig); /* harmless if it is already a zombie */
-            continue;
-        }
-        /* Reap every child that ended (orphans reparented to pid 1 included):
-         * one SIGCHLD may stand for several. */
-        while ((pid = wait4(-1, &status, WNOHANG | __WALL, NULL)) > 0)
-            if (pid == command)
-                init_exit(status, status_fd);
-        if (pid < 0)
-            _exit(127); /* ECHILD cannot happen before the command is reaped: wait4 is denied */
-    }
+     * (init reaps it and exits too).  Keep only what the exec needs: the init
+     * program, the status socket (no longer close-on-exec: init inherits it;
+     * the command has its own descriptor table and never had it) and the error
+     * pipe (close-on-exec: its EOF tells the parent both execs happened).  The
+     * command's stdio and pass_fds go: callers rely on EOF when it dies. */
+    keep[0] = error_fd;
+    keep[1] = status_fd;
+    keep[2] = init_fd;
+    close_all_but(0, keep, 3, error_fd);
+    if (status_fd >= 0)
+        CHECK(fcntl(status_fd, F_SETFD, 0) == 0, SBX_STAGE_FDS, "fcntl(F_SETFD) status socket", "(init)");
+    init_argv[0] = "sandbox-init";
+    init_argv[1] = int_text(pid_arg, command);
+    init_argv[2] = int_text(fd_arg, status_fd);
+    init_argv[3] = NULL;
+    init_envp[0] = NULL;
+    execveat(init_fd, "", (char *const *)init_argv, (char *const *)init_envp, AT_EMPTY_PATH);
+    /* Fail closed: our exit kills the command (already running) with the
+     * namespace, and the parent reports this record. */
+    fail(error_fd, SBX_STAGE_INIT_EXEC, errno, "execveat", "(the init program)");
 }
 
 static void __attribute__((noreturn))
 child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
 {
-    int i;
+    int i, init_fd = p->init ? p->init_fd : -1;
     char c;
     struct launch_params lp;
 
@@ -580,7 +596,11 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
     lp.fd_map = p->fd_map;
     lp.n_fd_map = p->n_fd_map;
     if (p->deferred_launch) {
-        close_all_but(error_fd, control_fd, error_fd);
+        int keep[3];
+        keep[0] = error_fd;
+        keep[1] = control_fd;
+        keep[2] = init_fd;
+        close_all_but(3, keep, 3, error_fd);
         receive_launch(control_fd, error_fd, &lp);
         /* 9c. init keeps the control socket: it sends the command's wait status there. */
         if (!p->init) {
@@ -589,10 +609,15 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
         }
     }
     /* 10. Descriptors before rlimits: a low RLIMIT_NOFILE must not break the shuffle.
-     *     init's status socket moves above the new fds first, out of the dup3s' way. */
+     *     init's status socket and program move above the new fds first, out of
+     *     the dup3s' way (the moved copies are close-on-exec, as the originals). */
     if (control_fd >= 0 && control_fd < lp.n_fd_map) {
         control_fd = fcntl(control_fd, F_DUPFD_CLOEXEC, lp.n_fd_map);
         CHECK(control_fd >= 0, SBX_STAGE_FDS, "dup control socket", NULL);
+    }
+    if (init_fd >= 0 && init_fd < lp.n_fd_map) {
+        init_fd = fcntl(init_fd, F_DUPFD_CLOEXEC, lp.n_fd_map);
+        CHECK(init_fd >= 0, SBX_STAGE_FDS, "dup init program", NULL);
     }
     error_fd = arrange_fds(lp.fd_map, lp.n_fd_map, error_fd);
     for (i = 0; i < p->n_rlimits; i++) {
@@ -612,22 +637,21 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
         CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, SBX_STAGE_NO_NEW_PRIVS, "prctl(PR_SET_NO_NEW_PRIVS)", NULL);
     if (p->cwd)
         CHECK(chdir(p->cwd) == 0, SBX_STAGE_CHDIR, "chdir", p->cwd);
-    /* 12b. init outlives the exec as a copy of the supervisor's memory: not
-     *      dumpable, so the command (same uid) can neither ptrace it nor read
-     *      /proc/1/mem or /proc/1/environ.  After the last credential change,
-     *      which would reset it.  Named so ps inside tells it apart. */
-    if (p->init) {
+    /* 12b. With init, we are still a copy of the supervisor's memory after the
+     *      command starts, until we exec the init program: not dumpable, so the
+     *      command (same uid) can neither ptrace us nor read /proc/1/mem or
+     *      /proc/1/environ meanwhile.  After the last credential change, which
+     *      would reset it. */
+    if (p->init)
         CHECK(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0, SBX_STAGE_NO_NEW_PRIVS, "prctl(PR_SET_DUMPABLE)", NULL);
-        CHECK(prctl(PR_SET_NAME, "sandbox-init", 0, 0, 0) == 0, SBX_STAGE_NO_NEW_PRIVS, "prctl(PR_SET_NAME)", NULL);
-    }
     /* 13. seccomp last: everything above used syscalls the policy denies. */
     if (p->bpf)
         load_seccomp(p, error_fd);
     /* 14. exec, trying the PATH candidates in order like execvp.  With init,
      *     after seccomp so both processes are filtered: the command runs as a
-     *     vfork child and we stay as pid 1, reaping orphans until it ends. */
+     *     vfork child and we exec the init program as pid 1. */
     if (p->init)
-        run_init(p, &lp, error_fd, control_fd);
+        run_init(p, &lp, error_fd, control_fd, init_fd);
     exec_command(p, &lp, error_fd);
 }
 

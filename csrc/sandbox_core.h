@@ -12,7 +12,7 @@
  * there; the numbers are part of the child->parent protocol. */
 enum sbx_stage {
     SBX_STAGE_NONE = 0,
-    SBX_STAGE_CLONE = 1,          /* clone3 in the parent; init's vfork of the command */
+    SBX_STAGE_CLONE = 1,          /* clone3 in the parent; the vfork of the command below init */
     SBX_STAGE_SYNC = 2,           /* waiting for the parent (uid maps written) */
     SBX_STAGE_SIGNALS = 3,        /* resetting signal dispositions */
     SBX_STAGE_DEATHSIG = 4,       /* PR_SET_PDEATHSIG */
@@ -46,7 +46,8 @@ enum sbx_stage {
     SBX_STAGE_EXEC = 32,
     SBX_STAGE_AMBIENT = 33,
     SBX_STAGE_PLAN = 34,          /* the plan itself is malformed */
-    SBX_STAGE_LAUNCH = 35         /* receiving the launch message (pre-made sandbox) */
+    SBX_STAGE_LAUNCH = 35,        /* receiving the launch message (pre-made sandbox) */
+    SBX_STAGE_INIT_EXEC = 36      /* exec of the init program (csrc/sandbox_init.c) as pid 1 */
 };
 
 /* Mount-tree operations, executed in order relative to the new root. */
@@ -126,10 +127,14 @@ struct sbx_plan {
     int last_cap;                    /* highest capability number of this kernel */
     int no_new_privs;
     const char *cwd;
-    int init;                        /* 1 (pid namespace only): stay as pid 1, run the command as a
-                                        vfork child, reap every orphan, pass on termination signals,
-                                        exit when the command does; the command's wait status goes
-                                        to the parent over the control socket (deferred_launch) */
+    int init;                        /* 1 (pid namespace only): run the command as a vfork child
+                                        (pid 2), then become the init program (pid 1), which reaps
+                                        every orphan, passes on termination signals and exits when
+                                        the command does; the command's wait status goes to the
+                                        parent over the control socket (deferred_launch) */
+    int init_fd;                     /* with init: O_PATH|O_CLOEXEC descriptor of the init program,
+                                        exec'd with execveat (a path would change meaning after
+                                        pivot_root); -1 otherwise */
 
     /* seccomp: a ready BPF program (struct sock_filter[]), applied last before exec */
     const unsigned char *bpf;

@@ -144,6 +144,7 @@ STAGES = {
     33: ("ambient-capabilities", CapabilityError),
     34: ("plan", SetupError),
     35: ("launch", ProcessSetupError),
+    36: ("init-exec", ProcessSetupError),
 }
 
 

@@ -9,17 +9,22 @@ Parent-side order of a spawn (launcher.py), one line of why each:
   6. launch                 argv + fds over the control socket; it drops privileges, loads seccomp, execs
   7. read the error pipe    EOF = exec happened; a record = typed error naming the step
   8. with init, at reaping  the command's wait status, sent by init over the kept control socket
+With init, the child gets the init program (InitProgram) as a descriptor.
 The child-side order lives in one place: child_main() in csrc/sandbox_core.c.
 """
 from __future__ import annotations
 
+import errno
 import functools
+import os
+import stat
+import threading
 from dataclasses import dataclass
 
 from ._core import ffi, lib
 from .capabilities import CapabilityPlan, plan_capabilities
 from .config import Config
-from .errors import HostUnsupportedError
+from .errors import HostUnsupportedError, ProcessSetupError
 from .host import HostFeatures, detect
 from .namespaces import NamespacePlan, plan_namespaces
 from .network import NetworkPlan, plan_network
@@ -32,6 +37,46 @@ _OP_KINDS = {
     "bind_self_ro": lib.SBX_OP_BIND_SELF_RO,
 }
 DEFAULT_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
+INIT_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_init")  # setup.py builds it
+
+
+class InitProgram:
+    """The init program (csrc/sandbox_init.c) that pid 1 execs with `init`,
+    opened O_PATH|O_CLOEXEC once and handed to the child as a descriptor: a path
+    would change meaning after pivot_root, and the file need not be visible
+    inside.  `fd()` checks the descriptor still is that file (one fstat) and
+    opens it again if someone closed it, or reused its number, behind our back."""
+
+    def __init__(self, path: str = INIT_PROGRAM):
+        self.path = path
+        self._fd = -1
+        self._identity: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    def fd(self) -> int:
+        with self._lock:
+            if self._fd >= 0:
+                try:
+                    st = os.fstat(self._fd)
+                    if (st.st_dev, st.st_ino) == self._identity:
+                        return self._fd
+                except OSError:
+                    pass
+                self._fd = -1  # not ours any more: never close a number someone else may own now
+            try:
+                fd = os.open(self.path, os.O_PATH | os.O_CLOEXEC)
+            except OSError as exc:
+                raise ProcessSetupError(exc.errno, f"open {self.path} (rebuild the package: pip install -e .)",
+                                        "init-program") from exc
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                raise ProcessSetupError(errno.EACCES, f"{self.path} is not a regular file", "init-program")
+            self._fd, self._identity = fd, (st.st_dev, st.st_ino)
+            return fd
+
+
+_init_program = InitProgram()
 
 
 @dataclass(frozen=True)
@@ -120,6 +165,7 @@ class EncodedPlan:
         base.early_setid = int(ns.user_ns)
         base.cwd = self._str(plan.config.cwd) if plan.rootfs else ffi.NULL
         base.init = int(plan.init)
+        base.init_fd = -1  # per sandbox (for_prepare): checked each time
         if plan.bpf:
             buf = ffi.new("unsigned char[]", plan.bpf)
             self._keep.append(buf)
@@ -177,6 +223,8 @@ class EncodedPlan:
             keep.append(cg)
             p.cgroup_procs_fds, p.n_cgroup_procs_fds = cg, len(procs_fds)
         p.cgroup_fd = clone_fd
+        if self.plan.init:
+            p.init_fd = _init_program.fd()
         return p, keep
 
 

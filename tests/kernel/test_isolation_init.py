@@ -1,5 +1,7 @@
 """Config(init=True): a minimal pid 1 runs the command as its child (pid 2),
 reaps orphans, passes on termination signals and exits with the command.
+Pid 1 is a small separate program (csrc/sandbox_init.c, exec'd from a
+descriptor), not a copy of the supervisor.
 Checked from inside; where the point is a difference from init=False, the
 same check runs without init too, so the test shows it can fail."""
 import errno
@@ -14,11 +16,16 @@ import pytest
 
 import sandbox
 from probes.harness import REAL_PYTHON, expect_probe, last_json, pids_in_pid_namespace, sandbox_env
-from sandbox.plan import encoded_plan
+from sandbox import plan as plan_module
+from sandbox.cgroups import detect_cgroups
+from sandbox.errors import CgroupSetupError, ProcessSetupError
+from sandbox.plan import InitProgram, encoded_plan
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
 
 SEGFAULT = "import ctypes; ctypes.string_at(0)"  # a real fault: forced even on pid 1
+MiB = 1 << 20
+POLICIES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "policies")
 
 
 def py(code, config, **kw):
@@ -59,6 +66,8 @@ def test_command_is_pid_2_below_init(probe_config, extra):
     inside = expect_probe(probe_config(init=True, **extra), "inspect_self.py")
     assert (inside["pid"], inside["ppid"]) == (2, 1)
     assert inside["proc_pids"] == [1, 2], f"/proc shows other processes: {inside['proc_pids']}"
+    # Neither init's status socket nor the init program's descriptor reach the command.
+    assert sorted(inside["fds"]) == ["0", "1", "2"], inside["fds"]
 
 
 def test_pid_1_is_the_sandbox_init(probe_config):
@@ -132,6 +141,127 @@ def test_init_memory_is_not_readable_by_the_command(probe_config):
             "print(json.dumps(out))\n")
     out = last_json(py(code, probe_config(init=True)).stdout)
     assert out == {"mem": errno.EACCES, "environ": errno.EACCES}, out
+
+
+@pytest.fixture
+def big_supervisor():
+    """This process (the supervisor) with ~200 MiB more resident: what init
+    would carry as a copy-on-write image if it were a fork of it."""
+    ballast = bytearray(b"\x01") * (200 * MiB)  # written, so resident
+    yield ballast
+    del ballast
+
+
+def _status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_pid_1_holds_none_of_the_supervisor(probe_config, big_supervisor):
+    """Init is its own small program: a few KiB resident (the old in-core init
+    showed the supervisor's whole RSS, here > 200 MiB), and /proc/1/cmdline is
+    its own, not the supervisor's command line."""
+    code = ("import json\n"
+            "rss = [l.split()[1] for l in open('/proc/1/status') if l.startswith('VmRSS:')]\n"
+            "print(json.dumps({'rss_kib': int(rss[0]), 'cmdline': open('/proc/1/cmdline', 'rb').read().hex()}))\n")
+    supervisor_kib = _status_kib(os.getpid(), "VmRSS")
+    assert supervisor_kib > 200 * 1024, "the ballast should be resident"
+    with sandbox.spawn(["python3", "-c", code], probe_config(init=True), stdin=sandbox.DEVNULL,
+                       stdout=sandbox.PIPE, stderr=sandbox.PIPE) as box:
+        result = box.communicate()
+    out = last_json(result.stdout)
+    assert result.exit_code == 0 and out is not None, result
+    assert out["rss_kib"] < 4 * 1024, f"pid 1 has {out['rss_kib']} KiB resident (supervisor: {supervisor_kib} KiB)"
+    # Exactly init's own arguments (the command's pid, the status socket's number).
+    name, command, status_fd, *rest = bytes.fromhex(out["cmdline"]).split(b"\0")
+    assert (name, command, status_fd.isdigit(), rest) == (b"sandbox-init", b"2", True, [b""]), out["cmdline"]
+
+
+HOG = ("import json, os\n"
+       "pid = os.fork()\n"
+       "if pid == 0:\n"
+       "    chunks = []\n"
+       "    while True:\n"
+       "        chunks.append(b'\\x01' * (1 << 20))\n"
+       "_, status = os.waitpid(pid, 0)\n"
+       "print(json.dumps({'hog_signal': os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}))\n")
+
+
+def _cgroup_version():
+    try:
+        return detect_cgroups().version
+    except CgroupSetupError:
+        return None
+
+
+def test_oom_killer_picks_the_hog_not_init(probe_config, big_supervisor):
+    """Under a memory limit the OOM killer takes the process with the most
+    resident memory.  The command forks a hog that grows without bound: the hog
+    must die and the command live on to report it.  (With init as a copy of a
+    large supervisor, init was picked and the whole sandbox died.)"""
+    if _cgroup_version() != 1:
+        pytest.skip("the victim matters with cgroup v1 only: v2 sets memory.oom.group=1, so an OOM kill "
+                    "takes the whole sandbox whoever is picked (and no cgroups: no memory limit)")
+    result = py(HOG, probe_config(init=True, memory_mb=64, timeout_s=60))
+    out = last_json(result.stdout)
+    assert out == {"hog_signal": signal.SIGKILL}, result
+    assert (result.exit_code, result.signal, result.oom_killed) == (0, None, True), result
+
+
+# -- the init program: opened by the supervisor, exec'd from a descriptor -------------------
+
+@pytest.fixture
+def init_program(monkeypatch):
+    """Swap the supervisor's init program for another file (a fresh config, so
+    no pre-made shell holds the real one)."""
+    def use(path):
+        monkeypatch.setattr(plan_module, "_init_program", InitProgram(path))
+    return use
+
+
+def test_missing_init_program_is_a_typed_error(probe_config, init_program):
+    init_program("/nonexistent/sandbox-init")
+    with pytest.raises(ProcessSetupError) as info:
+        sandbox.run(["true"], probe_config(init=True, hostname="init-missing"))
+    assert info.value.errno == errno.ENOENT and info.value.stage_name == "init-program", info.value
+    assert "/nonexistent/sandbox-init" in str(info.value)
+
+
+def test_init_program_that_cannot_exec_fails_closed(probe_config, init_program, tmp_path):
+    """The command already runs when pid 1 execs init (it is pid 2, exec'd
+    first): a failed exec reports a typed error naming the step, and pid 1's
+    exit takes the command with it (it never gets to write its file)."""
+    os.chmod(tmp_path, 0o777)
+    init_program("/etc/passwd")  # a regular file without execute permission
+    with pytest.raises(ProcessSetupError) as info:
+        sandbox.run(["sh", "-c", "sleep 0.5; echo ran > /out/ran"],
+                    probe_config(init=True, hostname="init-noexec", binds=[f"{tmp_path}:/out:rw"]))
+    assert info.value.errno == errno.EACCES and info.value.stage_name == "init-exec", info.value
+    time.sleep(1)
+    assert not (tmp_path / "ran").exists(), "the command outlived a failed init"
+
+
+def test_policy_without_execveat_fails_closed(probe_config, tmp_path):
+    """Init is exec'd with execveat after seccomp: a custom policy must allow
+    it; one that does not gets the same typed error, not a sandbox without init."""
+    include = os.path.join(POLICIES, "include")
+    with open(os.path.join(include, "allow-base.policy")) as f:
+        base = f.read()
+    assert "execveat, " in base
+    (tmp_path / "no-execveat.policy").write_text(
+        "default errno ENOSYS\n"
+        f"@include {include}/deny-dangerous.policy\n"
+        f"@include {include}/arg-filters.policy\n"
+        "@include base.policy\n")
+    (tmp_path / "base.policy").write_text(base.replace("execveat, ", ""))
+    config = probe_config(init=True, policy=str(tmp_path / "no-execveat.policy"))
+    with pytest.raises(ProcessSetupError) as info:
+        sandbox.run(["true"], config)
+    assert info.value.errno == errno.ENOSYS and info.value.stage_name == "init-exec", info.value
+    assert sandbox.run(["true"], probe_config(policy=str(tmp_path / "no-execveat.policy"))).exit_code == 0
 
 
 @pytest.mark.parametrize("init", [False, True], ids=["no-init", "init"])

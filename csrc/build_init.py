@@ -1,0 +1,31 @@
+"""Build the init program (csrc/sandbox_init.c) into an executable: setup.py's
+build_ext runs `build_init_program` next to the cffi module.
+
+Compiled by the same compiler object and with the same flags as the C core
+(COMPILE_ARGS, shared with build_core.py), plus what a freestanding static
+executable needs: no libc, no stack protector (it would read a TLS canary that
+nobody set up), no dynamic loader, fixed addresses.  Not packaged: build code.
+"""
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(HERE, "sandbox_init.c")
+COMPILE_ARGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"]
+FREESTANDING_ARGS = ["-ffreestanding", "-fno-stack-protector", "-fno-asynchronous-unwind-tables"]
+LINK_ARGS = ["-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-s"]
+
+
+def build_init_program(compiler, build_temp: str, output: str, force: bool = False) -> str:
+    """Compile and link the init program to `output` (a path) with `compiler`, a
+    customized distutils CCompiler; skipped when `output` is newer than the
+    source.  Returns `output`."""
+    from setuptools._distutils.dep_util import newer
+
+    if not (force or newer(SOURCE, output)):
+        return output
+    objects = compiler.compile([SOURCE], output_dir=build_temp, extra_postargs=COMPILE_ARGS + FREESTANDING_ARGS)
+    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+    compiler.link_executable(objects, os.path.basename(output), output_dir=os.path.dirname(output) or ".",
+                             extra_postargs=LINK_ARGS)
+    os.chmod(output, 0o755)
+    return output
