@@ -79,6 +79,9 @@ def build_spec(configuration, *, region: str, max_lifetime_s: float, layers_dir:
         policy=fc.policy,
         net="loopback",
         cwd=TASK_ROOT,
+        # A tiny init is pid 1: it reaps what handlers leave behind, and the
+        # runtime, as pid 2, can be signalled (even by itself) like any process.
+        init="pid" not in disable,
         disable=disable,
     ).validated()
     return EnvironmentSpec(fc.function_name, fc.version, fc.handler, fc.memory_mb, float(fc.timeout_s), config,
