@@ -53,13 +53,16 @@ KERNEL_CONSTANTS = """
 """
 
 ffibuilder = FFI()
-with open(os.path.join(HERE, "sandbox_core.h")) as header:
-    ffibuilder.cdef(header.read() + KERNEL_CONSTANTS)
+CDEF = ""
+for name in ("sandbox_core.h", "channel.h"):
+    with open(os.path.join(HERE, name)) as header:
+        CDEF += header.read()
+ffibuilder.cdef(CDEF + KERNEL_CONSTANTS)
 
 ffibuilder.set_source(
     "sandbox._core",
-    '#include "sbx_sys.h"\n#include "sandbox_core.h"\n',
-    sources=[os.path.join(HERE, "sandbox_core.c")],
+    '#include "sbx_sys.h"\n#include "sandbox_core.h"\n#include "channel.h"\n',
+    sources=[os.path.join(HERE, "sandbox_core.c"), os.path.join(HERE, "channel.c")],
     include_dirs=[HERE],
     extra_compile_args=COMPILE_ARGS,
 )

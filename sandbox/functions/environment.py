@@ -17,6 +17,7 @@ import os
 import select
 import threading
 import time
+from .._core import ffi, lib
 from ..launcher import DEVNULL, spawn
 from .runtime import wire
 from .spec import EnvironmentSpec
@@ -106,7 +107,6 @@ class Environment:
         self._poller = None
         self._result = None
         self._output: Output | None = None
-        self._eof = False
         self._previous_request = b""
         self._tainted = False
 
@@ -156,11 +156,14 @@ class Environment:
         peak_path = cgroup.memory_peak_path if cgroup is not None else None
         if peak_path:
             self._peak_fd = os.open(peak_path, os.O_RDONLY | os.O_CLOEXEC)
-        self._poller = select.poll()
+        self._poller = select.poll()   # for usable()'s check; the waits are in C
         for fd in (self._response_fd, self._log_fd, self._box._pidfd):
             self._poller.register(fd, select.POLLIN)
+        self._c_read = ffi.new("char[]", wire.READ_CHUNK)
+        self._c_written = ffi.new("size_t *")
+        self._c_got = ffi.new("long *")
         output = self._log_output()
-        outcome = self._await(started + self.spec.init_timeout_s)
+        outcome = self._exchange(b"", started + self.spec.init_timeout_s)
         self.init_duration_ms = (time.monotonic() - started) * 1000
         if outcome.kind == "ready":
             self._move(READY)
@@ -187,10 +190,11 @@ class Environment:
         self._output = None
         started = time.monotonic()
         deadline = started + self.spec.timeout_s
-        outcome = self._send(frame, deadline)
         expected = request_id.encode()
+        outcome = None
         while outcome is None:
-            outcome = self._await(deadline)
+            outcome = self._exchange(frame, deadline)
+            frame = b""   # sent whole (or the environment is over)
             if outcome.kind in _SERVED:
                 answered = outcome.body[:wire.REQUEST_ID_SIZE]
                 if answered == expected:
@@ -211,7 +215,7 @@ class Environment:
         if outcome.kind in _SERVED:
             # No final read of the log pipe: the runtime flushes the handler's
             # output before it answers, so the poll that saw the answer saw
-            # that output too, and _await drained it.
+            # that output too, and _exchange drained it.
             with self._state_lock:
                 if self.state == BUSY:
                     self.state = READY
@@ -260,67 +264,41 @@ class Environment:
             return None
 
     # -- the channel --------------------------------------------------------------
-    def _send(self, frame: bytes, deadline: float) -> Outcome | None:
-        """Write a request; None when it was written whole."""
-        try:
-            written = os.write(self._request_fd, frame)
-        except BlockingIOError:
-            written = 0
-        except BrokenPipeError:
-            return self._died()
-        if written == len(frame):
-            return None
-        # The runtime is not reading yet (a large payload): wait for room or for it to die.
-        data = memoryview(frame)[written:]
-        poller = select.poll()
-        poller.register(self._request_fd, select.POLLOUT)
-        poller.register(self._box._pidfd, select.POLLIN)
-        if self._log_fd >= 0:
-            poller.register(self._log_fd, select.POLLIN)
-        while data:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return self._timed_out()
-            for fd, _ in poller.poll(remaining * 1000):
-                if fd == self._log_fd:
-                    self._drain_log()
-                elif fd == self._box._pidfd:
-                    return self._died()
-                else:
-                    try:
-                        data = data[os.write(self._request_fd, data):]
-                    except BlockingIOError:
-                        pass
-                    except BrokenPipeError:
-                        return self._died()
-        return None
-
-    def _await(self, deadline: float) -> Outcome:
-        """Wait for one response frame, the runtime's death, or the deadline."""
+    def _exchange(self, frame: bytes, deadline: float) -> Outcome:
+        """Send `frame` (may be empty), then wait for one answer frame, the
+        runtime's end, or the deadline.  The write/poll/read loop is one C call
+        (csrc/channel.c): one GIL release per wait, not three."""
+        written, got = self._c_written, self._c_got
+        written[0] = 0
+        length = len(frame)
         while True:
-            if self._buffer:
+            if self._buffer:   # left over after the previous answer (see invoke)
                 outcome = self._parse()
                 if outcome is not None:
                     return outcome
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return self._timed_out()
-            events = self._poller.poll(remaining * 1000)
-            response_ready = died = False
-            for fd, _ in events:
-                if fd == self._response_fd:
-                    response_ready = True
-                elif fd == self._log_fd:
-                    self._drain_log()
-                else:
-                    died = True
-            if response_ready or died:
-                # A response written just before the runtime exited still counts.
-                outcome = self._read_response()
+            events = lib.sbx_channel_exchange(
+                self._request_fd, frame, length, written, self._response_fd, self._log_fd, self._box._pidfd,
+                int(remaining * 1000) + 1, self._c_read, wire.READ_CHUNK, got)
+            if events < 0:   # poll/read/write failed on our own descriptors: end the environment
+                outcome = self._corrupt("invalid_response")
+                outcome.exit_status = f"channel: {os.strerror(-events)}"
+                return outcome
+            if events & lib.SBX_CH_LOG:
+                self._drain_log()
+            if events & lib.SBX_CH_DATA:
+                if got[0] == 0:
+                    return self._died()   # end of file: the runtime is gone
+                outcome = self._take(ffi.unpack(self._c_read, got[0]))
                 if outcome is not None:
                     return outcome
-                if died or self._eof:
-                    return self._died()
+            if events & lib.SBX_CH_EXIT:
+                outcome = self._read_response()   # an answer written just before the end still counts
+                return outcome if outcome is not None else self._died()
+            if events & lib.SBX_CH_TIMEOUT:
+                return self._timed_out()
 
     def _read_response(self) -> Outcome | None:
         """Read what is available and return the frame once it is whole."""
@@ -334,8 +312,12 @@ class Environment:
         except BlockingIOError:
             return None
         if not chunk:
-            self._eof = True
             return None
+        return self._take(chunk)
+
+    def _take(self, chunk: bytes) -> Outcome | None:
+        """Add bytes of the answer; the frame once it is whole."""
+        buffer = self._buffer
         if not buffer and len(chunk) >= wire.HEADER.size:
             # The common case: one whole frame in one read, no copying.
             magic, kind, length = wire.HEADER.unpack_from(chunk)
