@@ -44,7 +44,7 @@ class Invoker:
         self._runtime = runtime
         self.sink = sink
 
-    def invoke(self, name, payload, qualifier, log_type, client_context, trace_id) -> InvokeResult:
+    def invoke(self, name, payload, qualifier, log_type, client_context, trace_id, request_id=None) -> InvokeResult:
         if log_type not in (None, "None", "Tail"):
             from .errors import InvalidParameterValueException
 
@@ -66,7 +66,7 @@ class Invoker:
             raise InvalidParameterValueException(f"trace_id must be printable ASCII of at most {MAX_TRACE_ID} "
                                                  "characters")
         fc, pool, arn = self._runtime._route(name, qualifier)
-        request_id = _request_id()
+        request_id = request_id or new_request_id()
         env = pool.acquire()
         init = None
         if env is None:
@@ -205,7 +205,7 @@ def _client_context(value) -> bytes:
     return bytes(value)
 
 
-def _request_id() -> str:
+def new_request_id() -> str:
     """A random (version 4) UUID without a getrandom() call per invocation:
     request ids must be unique, not secret."""
     h = "%032x" % _random_bits(128)

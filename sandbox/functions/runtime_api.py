@@ -21,8 +21,10 @@ import uuid
 from dataclasses import dataclass
 
 from ..supervisor import default_supervisor
-from .errors import ResourceConflictException, ResourceNotFoundException
-from .invoke import InvokeResult, Invoker
+from .errors import (InvalidParameterValueException, InvalidRequestContentException, RequestTooLargeException,
+                     ResourceConflictException, ResourceNotFoundException)
+from .events import MAX_EVENT_PAYLOAD, Event, EventInvokeConfig, EventQueue
+from .invoke import InvokeResult, Invoker, new_request_id
 from .logs import LoggerSink
 from .models import LATEST, FunctionConfiguration, check_function_name, check_settings
 from .packages import CodeStore
@@ -32,6 +34,7 @@ from .spec import INIT_TIMEOUT_S, RUNTIME_DIR, build_spec
 DEFAULT_MAX_LIFETIME_S = 14 * 3600     # Lambda's worker lease
 DEFAULT_IDLE_TIMEOUT_S = 600.0
 DEFAULT_MAX_ENVIRONMENTS = 64
+_DEFAULT_EVENT_CONFIG = EventInvokeConfig()
 
 
 @dataclass
@@ -49,7 +52,9 @@ class Runtime:
     def __init__(self, *, state_dir: str | None = None, region: str = "us-east-1",
                  account_id: str = "123456789012", max_environments: int = DEFAULT_MAX_ENVIRONMENTS,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
-                 init_timeout_s: float = INIT_TIMEOUT_S, log_sink=None, supervisor=None, disable=()):
+                 init_timeout_s: float = INIT_TIMEOUT_S, log_sink=None, supervisor=None, disable=(),
+                 event_pollers: int = 2, async_retry_delays_s=(60.0, 120.0), async_throttle_backoff_s=(1.0, 300.0),
+                 dead_letter_dir: str | None = None):
         for name, value in (("idle_timeout_s", idle_timeout_s), ("max_lifetime_s", max_lifetime_s),
                             ("init_timeout_s", init_timeout_s)):
             if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
@@ -67,6 +72,7 @@ class Runtime:
         self._lock = threading.RLock()
         self._closed = False
         self._epoch = 0          # bumped on every control-plane change: invalidates _routes
+        self._events_closed = False
         self._routes: dict = {}
         # The runtime's modules are imported from their cached bytecode inside
         # the sandbox (read-only there), so make sure it exists and is fresh.
@@ -75,6 +81,12 @@ class Runtime:
                                            idle_timeout_s=idle_timeout_s, max_lifetime_s=self.max_lifetime_s,
                                            on_pool_empty=self._pool_gone)
         self._invoker = Invoker(self, log_sink if log_sink is not None else LoggerSink())
+        if dead_letter_dir is not None and not os.path.isdir(dead_letter_dir):
+            raise ValueError(f"dead_letter_dir {dead_letter_dir!r} is not a directory")
+        self._event_configs: dict = {}
+        self._events = EventQueue(self._invoke_for_event, self._event_config, pollers=event_pollers,
+                                  retry_delays_s=async_retry_delays_s, throttle_backoff_s=async_throttle_backoff_s,
+                                  dead_letter_dir=dead_letter_dir)
 
     # -- control plane --------------------------------------------------------------
     def create_function(self, name, code, handler, runtime="python3", memory_mb=128, timeout_s=3,
@@ -151,6 +163,7 @@ class Runtime:
                 if qualifier == LATEST:
                     raise ResourceConflictException("$LATEST version cannot be deleted without deleting the function.")
                 del self._functions[name]
+                self._event_configs = {k: v for k, v in self._event_configs.items() if k[0] != name}
                 self._epoch += 1
                 for fc in [function.latest, *function.versions.values()]:
                     self._release_code(fc.code)
@@ -158,6 +171,7 @@ class Runtime:
                 self._manager.drain(lambda key: key[0] == uid)
                 return
             self._epoch += 1
+            self._event_configs.pop((name, str(qualifier)), None)
             fc = function.versions.pop(str(qualifier), None)
             if fc is None:
                 raise ResourceNotFoundException(f"Function not found: {self.function_arn(name)}:{qualifier}")
@@ -166,16 +180,76 @@ class Runtime:
 
     # -- data plane -------------------------------------------------------------------
     def invoke(self, name, payload: bytes = b"", qualifier=None, log_type=None, client_context=None,
-               trace_id=None) -> InvokeResult:
-        """Invoke synchronously (RequestResponse).  Function errors are data in
-        the result; refused requests raise a LambdaError."""
-        return self._invoker.invoke(name, payload, qualifier, log_type, client_context, trace_id)
-
-    def close(self) -> None:
-        """End every environment and remove what the runtime created.  Idempotent."""
+               trace_id=None, invocation_type="RequestResponse") -> InvokeResult:
+        """Invoke a function.  RequestResponse (the default) runs it and returns
+        its result: function errors are data in the result.  Event queues the
+        payload and returns 202 at once (see put_function_event_invoke_config).
+        DryRun only checks the request (204).  Refused requests raise a
+        LambdaError."""
+        if invocation_type == "RequestResponse":
+            return self._invoker.invoke(name, payload, qualifier, log_type, client_context, trace_id)
+        if invocation_type not in ("Event", "DryRun"):
+            raise InvalidParameterValueException(
+                f"InvocationType must be RequestResponse, Event or DryRun, got {invocation_type!r}")
+        payload = bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+        if not isinstance(payload, bytes):
+            raise InvalidRequestContentException("Payload must be bytes")
+        if len(payload) > MAX_EVENT_PAYLOAD:
+            raise RequestTooLargeException(f"Request must be smaller than {MAX_EVENT_PAYLOAD} bytes for the "
+                                           "InvokeFunction operation")
         with self._lock:
-            if self._closed:
+            self._check_open()
+            function, fc = self._resolve(name, qualifier)
+            base, qualifier = split_name(name, qualifier, self.region, self.account_id)
+        request_id = new_request_id()
+        if invocation_type == "DryRun":
+            return InvokeResult(204, b"", None, None, fc.version, request_id, 0.0, None, "")
+        arn = self.function_arn(base) + f":{fc.version}"
+        self._events.submit(Event(request_id, base, qualifier, payload or b"{}", arn))
+        return InvokeResult(202, b"", None, None, fc.version, request_id, 0.0, None, "")
+
+    # -- Event mode -----------------------------------------------------------------
+    def put_function_event_invoke_config(self, name, qualifier=None, maximum_retry_attempts=2,
+                                         maximum_event_age_s=21600, on_success=None,
+                                         on_failure=None) -> EventInvokeConfig:
+        config = EventInvokeConfig(maximum_retry_attempts, maximum_event_age_s, on_success, on_failure).validated()
+        with self._lock:
+            base, qualifier = split_name(name, qualifier, self.region, self.account_id)
+            self._resolve(base, qualifier)
+            self._event_configs[(base, qualifier or LATEST)] = config
+        return config
+
+    def get_function_event_invoke_config(self, name, qualifier=None) -> EventInvokeConfig:
+        with self._lock:
+            return self._event_config(name, qualifier)
+
+    def failed_events(self) -> list[dict]:
+        """Invocation records of events that ended with no destination to take
+        them (each was also logged at WARNING)."""
+        return list(self._events.failed)
+
+    def pending_events(self) -> int:
+        return self._events.pending()
+
+    def _event_config(self, name, qualifier) -> EventInvokeConfig:
+        base, qualifier = split_name(name, qualifier, self.region, self.account_id)
+        with self._lock:
+            self._resolve(base, qualifier)
+            return self._event_configs.get((base, qualifier or LATEST)) or _DEFAULT_EVENT_CONFIG
+
+    def _invoke_for_event(self, name, payload, qualifier, request_id) -> InvokeResult:
+        return self._invoker.invoke(name, payload, qualifier, None, None, None, request_id=request_id)
+
+    def close(self, event_timeout_s: float = 30.0) -> None:
+        """Deliver the queued events that are due (for up to `event_timeout_s`;
+        the rest go to on_failure as "RuntimeClosed"), end every environment and
+        remove what the runtime created.  Idempotent."""
+        with self._lock:
+            if self._closed or self._events_closed:
                 return
+            self._events_closed = True
+        self._events.close(event_timeout_s)
+        with self._lock:
             self._closed = True
             self._epoch += 1
         self._manager.close()
