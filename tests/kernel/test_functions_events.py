@@ -170,5 +170,6 @@ def test_fault_run_every_event_ends_exactly_once_as_configured(code, no_leaks):
     for record in ok.records:
         assert not plan[record["requestContext"]["requestId"]]
         assert 1 <= record["requestContext"]["approximateInvokeCount"] <= 3
-    assert all(plan[r["requestContext"]["requestId"]] or True for r in failed.records)
-    assert sum(plan.values()) <= len(failed.records)   # every event asked to fail ended on failure
+    failed_ids = {r["requestContext"]["requestId"] for r in failed.records}
+    assert {rid for rid, fail in plan.items() if fail} <= failed_ids   # every event asked to fail ended there
+    # the others failed only if the killer hit all three of their attempts
