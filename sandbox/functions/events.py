@@ -93,6 +93,7 @@ class EventQueue:
         self._cond = threading.Condition()
         self._in_flight = 0
         self._closing = False
+        self._close_deadline = 0.0
         self.failed: list[dict] = []       # records no destination took
         self._threads = [threading.Thread(target=self._poll, name=f"sandbox-event-poller-{i}", daemon=True)
                          for i in range(pollers)]
@@ -116,14 +117,12 @@ class EventQueue:
         while True:
             with self._cond:
                 while True:
-                    if self._closing and not self._heap:
-                        return
+                    if self._closing and (not self._heap or self._heap[0][0] > self._close_deadline):
+                        return   # what is left comes due too late: close() hands it over
                     if self._heap and self._heap[0][0] <= time.monotonic():
                         _, _, event = heapq.heappop(self._heap)
                         self._in_flight += 1
                         break
-                    if self._closing:
-                        return   # only future retries are left: close() hands them over
                     timeout = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cond.wait(timeout)
             try:
@@ -204,16 +203,16 @@ class EventQueue:
 
     # -- shutdown -----------------------------------------------------------------------
     def close(self, timeout_s: float = 30.0) -> None:
-        """Deliver what is due within `timeout_s`; events still waiting for a
-        retry (or left at the timeout) go to on_failure with condition
-        "RuntimeClosed"."""
-        closing_at = time.monotonic()
-        deadline = closing_at + timeout_s
+        """Deliver what comes due within `timeout_s`, retries included; events
+        whose next attempt is later (or left at the timeout) go to on_failure
+        with condition "RuntimeClosed"."""
+        deadline = time.monotonic() + timeout_s
         with self._cond:
             self._closing = True
+            self._close_deadline = deadline
             self._cond.notify_all()
-            # What is due now gets delivered; later retries are not waited for.
-            while self._in_flight or (self._heap and self._heap[0][0] <= closing_at):
+            # Deliveries (and retries) that come due before the deadline still happen.
+            while self._in_flight or (self._heap and self._heap[0][0] <= deadline):
                 if time.monotonic() >= deadline:
                     break
                 self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
