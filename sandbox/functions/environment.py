@@ -92,6 +92,7 @@ class Environment:
     def __init__(self, spec: EnvironmentSpec, environment_id: str, supervisor=None):
         self.spec = spec
         self.id = environment_id
+        self.function = None        # the function uid whose concurrency slot it holds
         self.state = STARTING
         self.created = time.monotonic()
         self.last_used = self.created

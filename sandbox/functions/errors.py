@@ -83,3 +83,4 @@ class TooManyRequestsException(_UserError):
     def __init__(self, message: str, reason: str, retry_after_s: int = 1):
         super().__init__(message, Reason=reason, retryAfterSeconds=str(retry_after_s))
         self.reason = reason
+        self.final = False   # True when retrying cannot help (reserved concurrency 0)

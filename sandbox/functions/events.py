@@ -149,6 +149,9 @@ class EventQueue:
             result = self._invoke(event.name, event.payload, event.qualifier, event.request_id)
         except (TooManyRequestsException, ServiceException) as exc:
             event.invoke_count -= 1   # never reached the function
+            if getattr(exc, "final", False):   # reserved concurrency 0: straight to on_failure
+                self._finish(event, config, "RetriesExhausted", exc)
+                return
             event.throttles += 1
             delay = min(self._backoff_max, self._backoff_min * 2 ** (event.throttles - 1))
             if time.monotonic() + delay - event.received > config.maximum_event_age_s:

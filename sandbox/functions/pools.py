@@ -51,6 +51,7 @@ class EnvironmentPool:
         when its outcome is "ready"."""
         self._manager.reserve_slot(self)
         env = Environment(self.spec, uuid.uuid4().hex, self._manager.supervisor)
+        env.function = self.key[0]   # whose slot it holds (see EnvironmentManager.reserve_slot)
         with self._lock:
             self._busy.add(env)
         try:
@@ -122,6 +123,8 @@ class EnvironmentManager:
         self._pools: dict = {}
         self._lock = threading.Lock()
         self._live = 0
+        self._live_by_function: dict = {}
+        self._reserved: dict = {}        # function uid -> reserved concurrency
         self._closed = False
         self._wake = threading.Condition(self._lock)
         self._on_pool_empty = on_pool_empty
@@ -152,26 +155,53 @@ class EnvironmentManager:
 
     # -- the cap ----------------------------------------------------------------------
     def reserve_slot(self, pool: EnvironmentPool) -> None:
-        """Count a new environment; at the cap, end the least recently used idle
-        environment of another version first, or throttle."""
+        """Count a new environment of pool's function.  A function with reserved
+        concurrency may have that many environments and no more; the others
+        share what is not reserved.  At a cap, the least recently used idle
+        environment that holds the same kind of slot is ended first; with none,
+        the call is throttled with Lambda's Reason."""
+        function = pool.key[0]
         while True:
             with self._lock:
                 if self._closed:
                     raise TooManyRequestsException("The runtime is closing", "ConcurrentInvocationLimitExceeded")
-                if self._live < self.max_environments:
+                reserved = self._reserved.get(function)
+                if reserved is not None:
+                    free = self._live_by_function.get(function, 0) < reserved
+                    same_kind = [p for p in self._pools.values() if p.key[0] == function]
+                    reason = "ReservedFunctionConcurrentInvocationLimitExceeded"
+                else:
+                    unreserved_live = self._live - sum(self._live_by_function.get(f, 0) for f in self._reserved)
+                    free = unreserved_live < self.max_environments - sum(self._reserved.values())
+                    same_kind = [p for p in self._pools.values() if p.key[0] not in self._reserved]
+                    reason = "ConcurrentInvocationLimitExceeded"
+                if free:
                     self._live += 1
+                    self._live_by_function[function] = self._live_by_function.get(function, 0) + 1
                     return
-                candidates = [p for p in self._pools.values() if p is not pool]
             victim = None
-            for other in candidates + [pool]:
+            for other in same_kind:
                 env = other.oldest_idle()
-                if env is not None and (victim is None or env[1].last_used < victim[1].last_used):
+                if env is not None and (victim is None or env.last_used < victim[1].last_used):
                     victim = (other, env)
-            if victim is None or not victim[0].take_idle(lambda e, env=victim[1]: e is env):
-                if victim is None:
-                    raise TooManyRequestsException("Rate Exceeded.", "ConcurrentInvocationLimitExceeded")
-                continue
-            self.destroy(victim[1])
+            if victim is None:
+                exc = TooManyRequestsException("Rate Exceeded.", reason)
+                exc.final = reserved == 0   # reserved concurrency 0: the function is switched off
+                raise exc
+            if victim[0].take_idle(lambda e, env=victim[1]: e is env):
+                self.destroy(victim[1])
+
+    def set_reserved(self, function, count: int | None) -> None:
+        """Reserve `count` environments for a function (None: no reservation)."""
+        with self._lock:
+            if count is None:
+                self._reserved.pop(function, None)
+            else:
+                self._reserved[function] = count
+
+    def reserved_total(self, excluding=None) -> int:
+        with self._lock:
+            return sum(n for f, n in self._reserved.items() if f != excluding)
 
     def expired(self, env: Environment) -> bool:
         return time.monotonic() - env.created >= self.max_lifetime_s
@@ -182,6 +212,9 @@ class EnvironmentManager:
         finally:
             with self._lock:
                 self._live -= 1
+                self._live_by_function[env.function] -= 1
+                if not self._live_by_function[env.function]:
+                    del self._live_by_function[env.function]
                 self._wake.notify_all()
 
     @property

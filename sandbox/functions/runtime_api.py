@@ -44,6 +44,7 @@ class _Function:
     versions: dict
     next_version: int = 1
     generation: int = 0            # bumped when $LATEST changes: its old environments drain
+    reserved: int | None = None    # reserved concurrency
 
 
 class Runtime:
@@ -168,6 +169,7 @@ class Runtime:
                 for fc in [function.latest, *function.versions.values()]:
                     self._release_code(fc.code)
                 uid = function.uid
+                self._manager.set_reserved(uid, None)
                 self._manager.drain(lambda key: key[0] == uid)
                 return
             self._epoch += 1
@@ -207,6 +209,36 @@ class Runtime:
         arn = self.function_arn(base) + f":{fc.version}"
         self._events.submit(Event(request_id, base, qualifier, payload or b"{}", arn))
         return InvokeResult(202, b"", None, None, fc.version, request_id, 0.0, None, "")
+
+    # -- concurrency ------------------------------------------------------------------
+    def put_function_concurrency(self, name, reserved_concurrent_executions: int) -> dict:
+        """Reserve and cap concurrent environments for a function (all its
+        versions).  0 switches the function off: every invocation is throttled."""
+        n = reserved_concurrent_executions
+        with self._lock:
+            function = self._function(name)
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise InvalidParameterValueException("ReservedConcurrentExecutions must be an integer >= 0")
+            others = self._manager.reserved_total(excluding=function.uid)
+            if others + n > self._manager.max_environments:
+                raise InvalidParameterValueException(
+                    f"Specified ReservedConcurrentExecutions for function decreases the runtime's "
+                    f"UnreservedConcurrentExecution below its minimum value of [0]: {others} are reserved by "
+                    f"other functions of {self._manager.max_environments}")
+            self._manager.set_reserved(function.uid, n)
+            function.reserved = n
+            return {"ReservedConcurrentExecutions": n}
+
+    def get_function_concurrency(self, name) -> dict:
+        with self._lock:
+            function = self._function(name)
+            return {} if function.reserved is None else {"ReservedConcurrentExecutions": function.reserved}
+
+    def delete_function_concurrency(self, name) -> None:
+        with self._lock:
+            function = self._function(name)
+            self._manager.set_reserved(function.uid, None)
+            function.reserved = None
 
     # -- Event mode -----------------------------------------------------------------
     def put_function_event_invoke_config(self, name, qualifier=None, maximum_retry_attempts=2,
