@@ -16,10 +16,11 @@ enum sbx_channel_event {
 };
 
 /* Write frame[*written, len) to req_fd (non-blocking; *written advances), then
- * wait up to timeout_ms for resp_fd, log_fd or pid_fd.  Returns a set of
+ * wait up to timeout_ms for resp_fd, log_fd or pid_fd (first polling without
+ * sleeping for up to spin_us microseconds).  Returns a set of
  * sbx_channel_event bits, or -errno.  Call again with the same frame and
  * written counter after SBX_CH_LOG, or after SBX_CH_DATA with an incomplete
  * answer (nothing is re-sent once written == len). */
 int sbx_channel_exchange(int req_fd, const char *frame, size_t len, size_t *written,
-                         int resp_fd, int log_fd, int pid_fd, int timeout_ms,
+                         int resp_fd, int log_fd, int pid_fd, int timeout_ms, int spin_us,
                          char *buf, size_t cap, long *got);
