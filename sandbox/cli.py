@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import LAYERS, Config
@@ -31,6 +32,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--cwd", default=Config.cwd, help="working directory inside")
     p.add_argument("--disable", action="append", default=[], choices=LAYERS, metavar="LAYER",
                    help=f"turn an isolation layer off by name (weaker!): {', '.join(LAYERS)}")
+    p.add_argument("--init", action="store_true",
+                   help="run a tiny init as pid 1 that reaps orphans and forwards signals (the command is pid 2)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stderr at the end")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
     p.set_defaults(func=cmd_run)
@@ -51,7 +54,8 @@ def cmd_run(args) -> int:
     try:
         config = Config.create(binds=args.bind, env=env, disable=args.disable, memory_mb=args.memory,
                                cpus=args.cpus, pids=args.pids, timeout_s=args.timeout,
-                               tmp_size_mb=args.tmp_size, policy=args.policy, net=args.net, cwd=args.cwd)
+                               tmp_size_mb=args.tmp_size, policy=args.policy, net=args.net, cwd=args.cwd,
+                               init=args.init)
         with spawn(cmd, config) as box:
             result = box.wait()
     except SandboxError as exc:
@@ -96,9 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 141   # 128 + SIGPIPE, as a shell reports a reader that went away
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) stopped reading: not an error worth a
+        # traceback.  Point stdout at /dev/null so the exit-time flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":
