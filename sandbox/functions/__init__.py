@@ -6,10 +6,12 @@ from .errors import (InvalidParameterValueException, InvalidRequestContentExcept
 from .invoke import InvokeResult
 from .logs import InvocationLog, LoggerSink
 from .models import LATEST, FunctionConfiguration
+from .permissions import AccessDeniedException
 from .runtime_api import Runtime
 
 __all__ = [
     "Runtime", "InvokeResult", "FunctionConfiguration", "InvocationLog", "LoggerSink", "LATEST", "LambdaError",
     "ResourceNotFoundException", "ResourceConflictException", "InvalidParameterValueException",
     "InvalidRequestContentException", "RequestTooLargeException", "TooManyRequestsException", "ServiceException",
+    "AccessDeniedException",
 ]

@@ -13,12 +13,13 @@ LambdaError subclass (sandbox.functions.errors).  Thread-safe.
 from __future__ import annotations
 
 import compileall
+import json
 import os
 import shutil
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..supervisor import default_supervisor
 from .errors import (InvalidParameterValueException, InvalidRequestContentException, RequestTooLargeException,
@@ -28,6 +29,7 @@ from .invoke import InvokeResult, Invoker, new_request_id
 from .logs import LoggerSink
 from .models import LATEST, FunctionConfiguration, check_function_name, check_settings
 from .packages import CodeStore
+from .permissions import AccessDeniedException, Policy, make_statement
 from .pools import EnvironmentManager
 from .spec import INIT_TIMEOUT_S, RUNTIME_DIR, build_spec
 
@@ -45,6 +47,7 @@ class _Function:
     next_version: int = 1
     generation: int = 0            # bumped when $LATEST changes: its old environments drain
     reserved: int | None = None    # reserved concurrency
+    policies: dict = field(default_factory=dict)   # qualifier (None: the function) -> Policy
 
 
 class Runtime:
@@ -174,6 +177,7 @@ class Runtime:
                 return
             self._epoch += 1
             self._event_configs.pop((name, str(qualifier)), None)
+            function.policies.pop(str(qualifier), None)
             fc = function.versions.pop(str(qualifier), None)
             if fc is None:
                 raise ResourceNotFoundException(f"Function not found: {self.function_arn(name)}:{qualifier}")
@@ -182,12 +186,17 @@ class Runtime:
 
     # -- data plane -------------------------------------------------------------------
     def invoke(self, name, payload: bytes = b"", qualifier=None, log_type=None, client_context=None,
-               trace_id=None, invocation_type="RequestResponse") -> InvokeResult:
+               trace_id=None, invocation_type="RequestResponse", principal=None, source_arn=None,
+               source_account=None) -> InvokeResult:
         """Invoke a function.  RequestResponse (the default) runs it and returns
         its result: function errors are data in the result.  Event queues the
         payload and returns 202 at once (see put_function_event_invoke_config).
         DryRun only checks the request (204).  Refused requests raise a
-        LambdaError."""
+        LambdaError.  `principal` (with `source_arn`/`source_account`) names
+        a caller other than the embedder: it must be allowed by the function's
+        resource policy (add_permission) when the function has one."""
+        if principal is not None:
+            self._authorize(name, qualifier, principal, source_arn, source_account)
         if invocation_type == "RequestResponse":
             return self._invoker.invoke(name, payload, qualifier, log_type, client_context, trace_id)
         if invocation_type not in ("Event", "DryRun"):
@@ -209,6 +218,55 @@ class Runtime:
         arn = self.function_arn(base) + f":{fc.version}"
         self._events.submit(Event(request_id, base, qualifier, payload or b"{}", arn))
         return InvokeResult(202, b"", None, None, fc.version, request_id, 0.0, None, "")
+
+    # -- resource policies ---------------------------------------------------------------
+    def add_permission(self, name, statement_id, action, principal, source_arn=None, source_account=None,
+                       qualifier=None) -> dict:
+        """Allow `principal` to call `action` ("lambda:InvokeFunction") on the
+        function, or on one of its versions with `qualifier`."""
+        with self._lock:
+            function, key, resource = self._policy_target(name, qualifier)
+            statement = make_statement(statement_id, action, principal, resource, source_arn, source_account)
+            function.policies.setdefault(key, Policy()).add(statement)
+            return {"Statement": json.dumps(statement.to_dict(), separators=(",", ":"))}
+
+    def remove_permission(self, name, statement_id, qualifier=None) -> None:
+        with self._lock:
+            function, key, _ = self._policy_target(name, qualifier)
+            policy = function.policies.get(key)
+            if policy is None:
+                raise ResourceNotFoundException("No policy is associated with the given resource.")
+            policy.remove(statement_id)
+            if not policy.statements:
+                del function.policies[key]
+
+    def get_policy(self, name, qualifier=None) -> dict:
+        with self._lock:
+            function, key, _ = self._policy_target(name, qualifier)
+            policy = function.policies.get(key)
+            if policy is None:
+                raise ResourceNotFoundException("The resource you requested does not exist.")
+            return {"Policy": policy.to_json(), "RevisionId": policy.revision_id}
+
+    def _policy_target(self, name, qualifier):
+        base, qualifier = split_name(name, qualifier, self.region, self.account_id)
+        function, fc = self._resolve(base, qualifier)
+        key = None if fc.version == LATEST else fc.version
+        return function, key, self.function_arn(base) + ("" if key is None else f":{key}")
+
+    def _authorize(self, name, qualifier, principal, source_arn, source_account) -> None:
+        """The embedder (no principal) may always invoke; a named caller needs a
+        statement allowing it once the function has any policy."""
+        with self._lock:
+            function, key, resource = self._policy_target(name, qualifier)
+            if not function.policies:
+                return
+            policy = function.policies.get(key)
+            if policy is not None and policy.allows("lambda:InvokeFunction", principal, source_arn, source_account):
+                return
+        raise AccessDeniedException(f"User: {principal} is not authorized to perform: lambda:InvokeFunction on "
+                                    f"resource: {resource} because no resource-based policy allows the "
+                                    "lambda:InvokeFunction action")
 
     # -- concurrency ------------------------------------------------------------------
     def put_function_concurrency(self, name, reserved_concurrent_executions: int) -> dict:
