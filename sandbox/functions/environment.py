@@ -98,6 +98,7 @@ class Environment:
         self.spec = spec
         self.id = environment_id
         self.function = None        # the function uid whose concurrency slot it holds
+        self.provisioned = False    # kept initialized ahead of demand (see provisioned.py)
         self.state = STARTING
         self.created = time.monotonic()
         self.last_used = self.created

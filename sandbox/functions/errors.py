@@ -84,3 +84,8 @@ class TooManyRequestsException(_UserError):
         super().__init__(message, Reason=reason, retryAfterSeconds=str(retry_after_s))
         self.reason = reason
         self.final = False   # True when retrying cannot help (reserved concurrency 0)
+
+
+class ProvisionedConcurrencyConfigNotFoundException(_UserError):
+    error_type = "ProvisionedConcurrencyConfigNotFoundException"
+    status_code = 404

@@ -10,6 +10,7 @@ when their invocation ends.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -45,13 +46,19 @@ class EnvironmentPool:
             self._manager.destroy(old)
         return env
 
-    def start(self) -> tuple[Environment, object]:
+    def start(self, provisioned: bool = False) -> tuple[Environment, object]:
         """Start a new environment (counted against the runtime's cap) and run
         its init.  Returns (environment, init outcome); the environment is busy
-        when its outcome is "ready"."""
+        when its outcome is "ready".  A provisioned one is initialized ahead of
+        demand (AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency) and is
+        exempt from the idle timeout."""
         self._manager.reserve_slot(self)
-        env = Environment(self.spec, uuid.uuid4().hex, self._manager.supervisor)
+        spec = self.spec
+        if provisioned:
+            spec = dataclasses.replace(spec, initialization_type="provisioned-concurrency")
+        env = Environment(spec, uuid.uuid4().hex, self._manager.supervisor)
         env.function = self.key[0]   # whose slot it holds (see EnvironmentManager.reserve_slot)
+        env.provisioned = provisioned
         with self._lock:
             self._busy.add(env)
         try:
@@ -95,6 +102,17 @@ class EnvironmentPool:
     def oldest_idle(self) -> Environment | None:
         with self._lock:
             return self._idle[0] if self._idle else None
+
+    def provisioned(self) -> int:
+        """Live provisioned environments (idle or busy)."""
+        with self._lock:
+            return sum(1 for e in self._idle if e.provisioned) + sum(1 for e in self._busy if e.provisioned)
+
+    def unprovision(self) -> None:
+        """Provisioned environments become ordinary (idle-timeout) ones."""
+        with self._lock:
+            for env in self._idle + list(self._busy):
+                env.provisioned = False
 
     def busy(self) -> list[Environment]:
         with self._lock:
@@ -238,7 +256,8 @@ class EnvironmentManager:
         now = time.monotonic()
 
         def stale(env):
-            return now - env.last_used >= self.idle_timeout_s or now - env.created >= self.max_lifetime_s
+            idle_too_long = not env.provisioned and now - env.last_used >= self.idle_timeout_s
+            return idle_too_long or now - env.created >= self.max_lifetime_s
 
         for pool in self.pools():
             for env in pool.take_idle(stale):

@@ -22,7 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..supervisor import default_supervisor
-from .errors import (InvalidParameterValueException, InvalidRequestContentException, RequestTooLargeException,
+from .errors import (InvalidParameterValueException, InvalidRequestContentException,
+                     ProvisionedConcurrencyConfigNotFoundException, RequestTooLargeException,
                      ResourceConflictException, ResourceNotFoundException)
 from .events import MAX_EVENT_PAYLOAD, Event, EventInvokeConfig, EventQueue
 from .invoke import InvokeResult, Invoker, new_request_id
@@ -30,6 +31,7 @@ from .logs import LoggerSink
 from .models import LATEST, FunctionConfiguration, check_function_name, check_settings
 from .packages import CodeStore
 from .permissions import AccessDeniedException, Policy, make_statement
+from .provisioned import ProvisionedConfig, Provisioner
 from .pools import EnvironmentManager
 from .spec import INIT_TIMEOUT_S, RUNTIME_DIR, build_spec
 
@@ -85,6 +87,7 @@ class Runtime:
                                            idle_timeout_s=idle_timeout_s, max_lifetime_s=self.max_lifetime_s,
                                            on_pool_empty=self._pool_gone)
         self._invoker = Invoker(self, log_sink if log_sink is not None else LoggerSink())
+        self._provisioner = Provisioner()
         if dead_letter_dir is not None and not os.path.isdir(dead_letter_dir):
             raise ValueError(f"dead_letter_dir {dead_letter_dir!r} is not a directory")
         self._event_configs: dict = {}
@@ -167,6 +170,7 @@ class Runtime:
                 if qualifier == LATEST:
                     raise ResourceConflictException("$LATEST version cannot be deleted without deleting the function.")
                 del self._functions[name]
+                self._provisioner.delete(name)
                 self._event_configs = {k: v for k, v in self._event_configs.items() if k[0] != name}
                 self._epoch += 1
                 for fc in [function.latest, *function.versions.values()]:
@@ -178,6 +182,7 @@ class Runtime:
             self._epoch += 1
             self._event_configs.pop((name, str(qualifier)), None)
             function.policies.pop(str(qualifier), None)
+            self._provisioner.delete(name, str(qualifier))
             fc = function.versions.pop(str(qualifier), None)
             if fc is None:
                 raise ResourceNotFoundException(f"Function not found: {self.function_arn(name)}:{qualifier}")
@@ -268,6 +273,45 @@ class Runtime:
                                     f"resource: {resource} because no resource-based policy allows the "
                                     "lambda:InvokeFunction action")
 
+    # -- provisioned concurrency ----------------------------------------------------------
+    def put_provisioned_concurrency_config(self, name, qualifier, provisioned_concurrent_executions: int) -> dict:
+        """Keep `n` initialized environments of a published version at all
+        times.  Status is IN_PROGRESS until they are ready (then READY), FAILED
+        when they cannot be initialized."""
+        n = provisioned_concurrent_executions
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidParameterValueException("ProvisionedConcurrentExecutions must be an integer >= 1")
+        with self._lock:
+            base, qualifier = split_name(name, qualifier, self.region, self.account_id)
+            if qualifier in (None, LATEST):
+                raise InvalidParameterValueException(
+                    "Provisioned Concurrency Configs cannot be applied to unpublished function versions.")
+            function, fc = self._resolve(base, qualifier)
+            limit = function.reserved if function.reserved is not None else \
+                self._manager.max_environments - self._manager.reserved_total()
+            if n > limit:
+                raise InvalidParameterValueException(
+                    f"Requested Provisioned Concurrency ({n}) exceeds the concurrency available to the function "
+                    f"({limit}).")
+            config = ProvisionedConfig(base, fc.version, n, pool_for=lambda: self._pool_for(base, qualifier)[1])
+            self._provisioner.put(config)
+            return config.to_dict()
+
+    def get_provisioned_concurrency_config(self, name, qualifier) -> dict:
+        base, qualifier = split_name(name, qualifier, self.region, self.account_id)
+        with self._lock:
+            self._resolve(base, qualifier)
+        config = self._provisioner.get(base, qualifier)
+        if config is None:
+            raise ProvisionedConcurrencyConfigNotFoundException("No Provisioned Concurrency Config found for this "
+                                                                "function")
+        return config.to_dict()
+
+    def delete_provisioned_concurrency_config(self, name, qualifier) -> None:
+        base, qualifier = split_name(name, qualifier, self.region, self.account_id)
+        self.get_provisioned_concurrency_config(base, qualifier)
+        self._provisioner.delete(base, qualifier)
+
     # -- concurrency ------------------------------------------------------------------
     def put_function_concurrency(self, name, reserved_concurrent_executions: int) -> dict:
         """Reserve and cap concurrent environments for a function (all its
@@ -339,6 +383,7 @@ class Runtime:
                 return
             self._events_closed = True
         self._events.close(event_timeout_s)
+        self._provisioner.close()
         with self._lock:
             self._closed = True
             self._epoch += 1
