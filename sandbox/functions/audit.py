@@ -86,7 +86,7 @@ def redact(parameters: dict) -> dict:
     - callables become their qualified name, paths ``os.fspath()``; any other
       object becomes ``"<object module.Type>"`` (its repr might hold a secret).
     """
-    return _redact(dict(parameters), set())
+    return _redact(parameters if isinstance(parameters, dict) else dict(parameters), set())
 
 
 def _redact(value, seen: set, env: bool = False):
@@ -322,7 +322,7 @@ class AuditLog:
         self._fsync_every = fsync_every
         self._clock = clock
         self._lock = threading.Lock()
-        self._memory: list[dict] = []
+        self._memory: list[bytes] = []   # canonical lines, as a file would hold
         self._fd = None
         self._unsynced = 0
         self._count, self._prev = 0, GENESIS
@@ -360,7 +360,7 @@ class AuditLog:
 
     def record(self, *, caller: str | None, action: str, parameters: dict, result: str,
                error: str | None = None) -> dict:
-        """Append one record and return it (a copy, with ``seq`` and ``hash``)."""
+        """Append one record and return it (as written, with ``seq``, ``time`` and ``hash``)."""
         if not isinstance(action, str) or not action:
             raise ValueError(f"action must be a non-empty string (a Lambda API name), not {action!r}")
         if result not in (SUCCESS, FAILURE):
@@ -374,12 +374,13 @@ class AuditLog:
                 raise ValueError("audit log is closed")
             entry.update(seq=self._count, time=utc_timestamp(self._clock()), prev=self._prev)
             entry["hash"] = record_hash(entry, self._key)
+            line = canonical(entry) + b"\n"
             if self._fd is None:
-                self._memory.append(entry)
+                self._memory.append(line)
             else:
-                self._append(canonical(entry) + b"\n")
+                self._append(line)
             self._count, self._prev = self._count + 1, entry["hash"]
-            return dict(entry)
+            return entry
 
     def _append(self, line: bytes):
         try:
@@ -409,7 +410,7 @@ class AuditLog:
         """Every record in the log (read back from the file for a file log)."""
         with self._lock:
             if self._fd is None:
-                return [dict(entry) for entry in self._memory]
+                return [json.loads(line) for line in self._memory]
             with open(self._fd, "rb", closefd=False) as reader:
                 reader.seek(0)
                 return [json.loads(line) for line in reader]
