@@ -13,7 +13,6 @@ LambdaError subclass (sandbox.functions.errors).  Thread-safe.
 from __future__ import annotations
 
 import compileall
-import json
 import os
 import shutil
 import tempfile
@@ -22,23 +21,24 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..supervisor import default_supervisor
-from .errors import (InvalidParameterValueException, InvalidRequestContentException,
-                     ProvisionedConcurrencyConfigNotFoundException, RequestTooLargeException,
+from .errors import (InvalidParameterValueException, InvalidRequestContentException, RequestTooLargeException,
                      ResourceConflictException, ResourceNotFoundException)
-from .events import MAX_EVENT_PAYLOAD, Event, EventInvokeConfig, EventQueue
+from .events import MAX_EVENT_PAYLOAD, Event, EventQueue
 from .invoke import InvokeResult, Invoker, new_request_id
 from .logs import LoggerSink
 from .models import LATEST, FunctionConfiguration, check_function_name, check_settings
 from .packages import CodeStore
-from .permissions import AccessDeniedException, Policy, make_statement
-from .provisioned import ProvisionedConfig, Provisioner
+from .access_api import AccessAPI
+from .concurrency_api import ConcurrencyAPI
+from .events_api import EventAPI
+from .names import split_name
+from .provisioned import Provisioner
 from .pools import EnvironmentManager
 from .spec import INIT_TIMEOUT_S, RUNTIME_DIR, build_spec
 
 DEFAULT_MAX_LIFETIME_S = 14 * 3600     # Lambda's worker lease
 DEFAULT_IDLE_TIMEOUT_S = 600.0
 DEFAULT_MAX_ENVIRONMENTS = 64
-_DEFAULT_EVENT_CONFIG = EventInvokeConfig()
 
 
 @dataclass
@@ -52,7 +52,7 @@ class _Function:
     policies: dict = field(default_factory=dict)   # qualifier (None: the function) -> Policy
 
 
-class Runtime:
+class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
     """Functions and their execution environments.  See docs/functions.md."""
 
     def __init__(self, *, state_dir: str | None = None, region: str = "us-east-1",
@@ -224,156 +224,6 @@ class Runtime:
         self._events.submit(Event(request_id, base, qualifier, payload or b"{}", arn))
         return InvokeResult(202, b"", None, None, fc.version, request_id, 0.0, None, "")
 
-    # -- resource policies ---------------------------------------------------------------
-    def add_permission(self, name, statement_id, action, principal, source_arn=None, source_account=None,
-                       qualifier=None) -> dict:
-        """Allow `principal` to call `action` ("lambda:InvokeFunction") on the
-        function, or on one of its versions with `qualifier`."""
-        with self._lock:
-            function, key, resource = self._policy_target(name, qualifier)
-            statement = make_statement(statement_id, action, principal, resource, source_arn, source_account)
-            function.policies.setdefault(key, Policy()).add(statement)
-            return {"Statement": json.dumps(statement.to_dict(), separators=(",", ":"))}
-
-    def remove_permission(self, name, statement_id, qualifier=None) -> None:
-        with self._lock:
-            function, key, _ = self._policy_target(name, qualifier)
-            policy = function.policies.get(key)
-            if policy is None:
-                raise ResourceNotFoundException("No policy is associated with the given resource.")
-            policy.remove(statement_id)
-            if not policy.statements:
-                del function.policies[key]
-
-    def get_policy(self, name, qualifier=None) -> dict:
-        with self._lock:
-            function, key, _ = self._policy_target(name, qualifier)
-            policy = function.policies.get(key)
-            if policy is None:
-                raise ResourceNotFoundException("The resource you requested does not exist.")
-            return {"Policy": policy.to_json(), "RevisionId": policy.revision_id}
-
-    def _policy_target(self, name, qualifier):
-        base, qualifier = split_name(name, qualifier, self.region, self.account_id)
-        function, fc = self._resolve(base, qualifier)
-        key = None if fc.version == LATEST else fc.version
-        return function, key, self.function_arn(base) + ("" if key is None else f":{key}")
-
-    def _authorize(self, name, qualifier, principal, source_arn, source_account) -> None:
-        """The embedder (no principal) may always invoke; a named caller needs a
-        statement allowing it once the function has any policy."""
-        with self._lock:
-            function, key, resource = self._policy_target(name, qualifier)
-            if not function.policies:
-                return
-            policy = function.policies.get(key)
-            if policy is not None and policy.allows("lambda:InvokeFunction", principal, source_arn, source_account):
-                return
-        raise AccessDeniedException(f"User: {principal} is not authorized to perform: lambda:InvokeFunction on "
-                                    f"resource: {resource} because no resource-based policy allows the "
-                                    "lambda:InvokeFunction action")
-
-    # -- provisioned concurrency ----------------------------------------------------------
-    def put_provisioned_concurrency_config(self, name, qualifier, provisioned_concurrent_executions: int) -> dict:
-        """Keep `n` initialized environments of a published version at all
-        times.  Status is IN_PROGRESS until they are ready (then READY), FAILED
-        when they cannot be initialized."""
-        n = provisioned_concurrent_executions
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InvalidParameterValueException("ProvisionedConcurrentExecutions must be an integer >= 1")
-        with self._lock:
-            base, qualifier = split_name(name, qualifier, self.region, self.account_id)
-            if qualifier in (None, LATEST):
-                raise InvalidParameterValueException(
-                    "Provisioned Concurrency Configs cannot be applied to unpublished function versions.")
-            function, fc = self._resolve(base, qualifier)
-            limit = function.reserved if function.reserved is not None else \
-                self._manager.max_environments - self._manager.reserved_total()
-            if n > limit:
-                raise InvalidParameterValueException(
-                    f"Requested Provisioned Concurrency ({n}) exceeds the concurrency available to the function "
-                    f"({limit}).")
-            config = ProvisionedConfig(base, fc.version, n, pool_for=lambda: self._pool_for(base, qualifier)[1])
-            self._provisioner.put(config)
-            return config.to_dict()
-
-    def get_provisioned_concurrency_config(self, name, qualifier) -> dict:
-        base, qualifier = split_name(name, qualifier, self.region, self.account_id)
-        with self._lock:
-            self._resolve(base, qualifier)
-        config = self._provisioner.get(base, qualifier)
-        if config is None:
-            raise ProvisionedConcurrencyConfigNotFoundException("No Provisioned Concurrency Config found for this "
-                                                                "function")
-        return config.to_dict()
-
-    def delete_provisioned_concurrency_config(self, name, qualifier) -> None:
-        base, qualifier = split_name(name, qualifier, self.region, self.account_id)
-        self.get_provisioned_concurrency_config(base, qualifier)
-        self._provisioner.delete(base, qualifier)
-
-    # -- concurrency ------------------------------------------------------------------
-    def put_function_concurrency(self, name, reserved_concurrent_executions: int) -> dict:
-        """Reserve and cap concurrent environments for a function (all its
-        versions).  0 switches the function off: every invocation is throttled."""
-        n = reserved_concurrent_executions
-        with self._lock:
-            function = self._function(name)
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise InvalidParameterValueException("ReservedConcurrentExecutions must be an integer >= 0")
-            others = self._manager.reserved_total(excluding=function.uid)
-            if others + n > self._manager.max_environments:
-                raise InvalidParameterValueException(
-                    f"Specified ReservedConcurrentExecutions for function decreases the runtime's "
-                    f"UnreservedConcurrentExecution below its minimum value of [0]: {others} are reserved by "
-                    f"other functions of {self._manager.max_environments}")
-            self._manager.set_reserved(function.uid, n)
-            function.reserved = n
-            return {"ReservedConcurrentExecutions": n}
-
-    def get_function_concurrency(self, name) -> dict:
-        with self._lock:
-            function = self._function(name)
-            return {} if function.reserved is None else {"ReservedConcurrentExecutions": function.reserved}
-
-    def delete_function_concurrency(self, name) -> None:
-        with self._lock:
-            function = self._function(name)
-            self._manager.set_reserved(function.uid, None)
-            function.reserved = None
-
-    # -- Event mode -----------------------------------------------------------------
-    def put_function_event_invoke_config(self, name, qualifier=None, maximum_retry_attempts=2,
-                                         maximum_event_age_s=21600, on_success=None,
-                                         on_failure=None) -> EventInvokeConfig:
-        config = EventInvokeConfig(maximum_retry_attempts, maximum_event_age_s, on_success, on_failure).validated()
-        with self._lock:
-            base, qualifier = split_name(name, qualifier, self.region, self.account_id)
-            self._resolve(base, qualifier)
-            self._event_configs[(base, qualifier or LATEST)] = config
-        return config
-
-    def get_function_event_invoke_config(self, name, qualifier=None) -> EventInvokeConfig:
-        with self._lock:
-            return self._event_config(name, qualifier)
-
-    def failed_events(self) -> list[dict]:
-        """Invocation records of events that ended with no destination to take
-        them (each was also logged at WARNING)."""
-        return list(self._events.failed)
-
-    def pending_events(self) -> int:
-        return self._events.pending()
-
-    def _event_config(self, name, qualifier) -> EventInvokeConfig:
-        base, qualifier = split_name(name, qualifier, self.region, self.account_id)
-        with self._lock:
-            self._resolve(base, qualifier)
-            return self._event_configs.get((base, qualifier or LATEST)) or _DEFAULT_EVENT_CONFIG
-
-    def _invoke_for_event(self, name, payload, qualifier, request_id) -> InvokeResult:
-        return self._invoker.invoke(name, payload, qualifier, None, None, None, request_id=request_id)
-
     def close(self, event_timeout_s: float = 30.0) -> None:
         """Deliver the queued events that are due (for up to `event_timeout_s`;
         the rest go to on_failure as "RuntimeClosed"), end every environment and
@@ -482,28 +332,3 @@ class Runtime:
 
     def _release_code(self, package) -> None:
         self._store.release(package.sha256)
-
-
-def split_name(name, qualifier=None, region=None, account_id=None) -> tuple[str, str | None]:
-    """Accept "fn", "fn:qual", "arn:aws:lambda:region:acct:function:fn[:qual]"
-    (an ARN of another region or account names no function of ours)."""
-    if not isinstance(name, str) or not name:
-        raise ResourceNotFoundException(f"Function not found: {name!r}")
-    parts = name.split(":")
-    if parts[0] == "arn":
-        if len(parts) not in (7, 8) or parts[1:3] != ["aws", "lambda"] or parts[5] != "function" or \
-                (region is not None and parts[3] != region) or (account_id is not None and parts[4] != account_id):
-            raise ResourceNotFoundException(f"Function not found: {name}")
-        base, embedded = parts[6], parts[7] if len(parts) == 8 else None
-    elif len(parts) == 2:
-        base, embedded = parts
-    elif len(parts) == 1:
-        base, embedded = name, None
-    else:
-        raise ResourceNotFoundException(f"Function not found: {name}")
-    if embedded is not None and qualifier is not None and embedded != qualifier:
-        from .errors import InvalidParameterValueException
-
-        raise InvalidParameterValueException("The derived qualifier from the function name does not match "
-                                             "the specified qualifier.")
-    return base, qualifier if qualifier is not None else embedded

@@ -12,7 +12,7 @@ from sandbox.functions import errors
 from sandbox.functions.models import (ENVIRONMENT_BYTES, LATEST, FunctionConfiguration, check_environment,
                                       check_function_name, check_settings)
 from sandbox.functions.packages import CodePackage
-from sandbox.functions.runtime_api import split_name
+from sandbox.functions.names import split_name
 from sandbox.functions.spec import RESERVED_VARIABLES
 
 Invalid = errors.InvalidParameterValueException

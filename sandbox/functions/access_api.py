@@ -1,0 +1,61 @@
+"""Runtime methods for resource policies (AddPermission, RemovePermission,
+GetPolicy) and the check invoke() makes: a mixin of sandbox.Runtime."""
+from __future__ import annotations
+
+import json
+
+from .errors import ResourceNotFoundException
+from .models import LATEST
+from .names import split_name
+from .permissions import AccessDeniedException, Policy, make_statement
+
+
+class AccessAPI:
+    # -- resource policies ---------------------------------------------------------------
+    def add_permission(self, name, statement_id, action, principal, source_arn=None, source_account=None,
+                       qualifier=None) -> dict:
+        """Allow `principal` to call `action` ("lambda:InvokeFunction") on the
+        function, or on one of its versions with `qualifier`."""
+        with self._lock:
+            function, key, resource = self._policy_target(name, qualifier)
+            statement = make_statement(statement_id, action, principal, resource, source_arn, source_account)
+            function.policies.setdefault(key, Policy()).add(statement)
+            return {"Statement": json.dumps(statement.to_dict(), separators=(",", ":"))}
+
+    def remove_permission(self, name, statement_id, qualifier=None) -> None:
+        with self._lock:
+            function, key, _ = self._policy_target(name, qualifier)
+            policy = function.policies.get(key)
+            if policy is None:
+                raise ResourceNotFoundException("No policy is associated with the given resource.")
+            policy.remove(statement_id)
+            if not policy.statements:
+                del function.policies[key]
+
+    def get_policy(self, name, qualifier=None) -> dict:
+        with self._lock:
+            function, key, _ = self._policy_target(name, qualifier)
+            policy = function.policies.get(key)
+            if policy is None:
+                raise ResourceNotFoundException("The resource you requested does not exist.")
+            return {"Policy": policy.to_json(), "RevisionId": policy.revision_id}
+
+    def _policy_target(self, name, qualifier):
+        base, qualifier = split_name(name, qualifier, self.region, self.account_id)
+        function, fc = self._resolve(base, qualifier)
+        key = None if fc.version == LATEST else fc.version
+        return function, key, self.function_arn(base) + ("" if key is None else f":{key}")
+
+    def _authorize(self, name, qualifier, principal, source_arn, source_account) -> None:
+        """The embedder (no principal) may always invoke; a named caller needs a
+        statement allowing it once the function has any policy."""
+        with self._lock:
+            function, key, resource = self._policy_target(name, qualifier)
+            if not function.policies:
+                return
+            policy = function.policies.get(key)
+            if policy is not None and policy.allows("lambda:InvokeFunction", principal, source_arn, source_account):
+                return
+        raise AccessDeniedException(f"User: {principal} is not authorized to perform: lambda:InvokeFunction on "
+                                    f"resource: {resource} because no resource-based policy allows the "
+                                    "lambda:InvokeFunction action")
