@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_policy_commands(sub)
+    from .audit_cli import add_audit_commands
+
+    add_audit_commands(sub)
     return parser
 
 

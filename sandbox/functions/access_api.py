@@ -6,12 +6,14 @@ import json
 
 from .errors import ResourceNotFoundException
 from .models import LATEST
+from .auditing import audited
 from .names import split_name
 from .permissions import AccessDeniedException, Policy, make_statement
 
 
 class AccessAPI:
     # -- resource policies ---------------------------------------------------------------
+    @audited("AddPermission")
     def add_permission(self, name, statement_id, action, principal, source_arn=None, source_account=None,
                        qualifier=None) -> dict:
         """Allow `principal` to call `action` ("lambda:InvokeFunction") on the
@@ -22,6 +24,7 @@ class AccessAPI:
             function.policies.setdefault(key, Policy()).add(statement)
             return {"Statement": json.dumps(statement.to_dict(), separators=(",", ":"))}
 
+    @audited("RemovePermission")
     def remove_permission(self, name, statement_id, qualifier=None) -> None:
         with self._lock:
             function, key, _ = self._policy_target(name, qualifier)

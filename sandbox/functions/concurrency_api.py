@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .errors import InvalidParameterValueException, ProvisionedConcurrencyConfigNotFoundException
 from .models import LATEST
+from .auditing import audited
 from .names import split_name
 from .provisioned import ProvisionedConfig
 
 
 class ConcurrencyAPI:
     # -- provisioned concurrency ----------------------------------------------------------
+    @audited("PutProvisionedConcurrencyConfig")
     def put_provisioned_concurrency_config(self, name, qualifier, provisioned_concurrent_executions: int) -> dict:
         """Keep `n` initialized environments of a published version at all
         times.  Status is IN_PROGRESS until they are ready (then READY), FAILED
@@ -43,12 +45,14 @@ class ConcurrencyAPI:
                                                                 "function")
         return config.to_dict()
 
+    @audited("DeleteProvisionedConcurrencyConfig")
     def delete_provisioned_concurrency_config(self, name, qualifier) -> None:
         base, qualifier = split_name(name, qualifier, self.region, self.account_id)
         self.get_provisioned_concurrency_config(base, qualifier)
         self._provisioner.delete(base, qualifier)
 
     # -- concurrency ------------------------------------------------------------------
+    @audited("PutFunctionConcurrency")
     def put_function_concurrency(self, name, reserved_concurrent_executions: int) -> dict:
         """Reserve and cap concurrent environments for a function (all its
         versions).  0 switches the function off: every invocation is throttled."""
@@ -72,6 +76,7 @@ class ConcurrencyAPI:
             function = self._function(name)
             return {} if function.reserved is None else {"ReservedConcurrentExecutions": function.reserved}
 
+    @audited("DeleteFunctionConcurrency")
     def delete_function_concurrency(self, name) -> None:
         with self._lock:
             function = self._function(name)

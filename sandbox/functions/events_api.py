@@ -5,6 +5,7 @@ from __future__ import annotations
 from .events import EventInvokeConfig
 from .invoke import InvokeResult
 from .models import LATEST
+from .auditing import audited
 from .names import split_name
 
 _DEFAULT_EVENT_CONFIG = EventInvokeConfig()
@@ -12,6 +13,7 @@ _DEFAULT_EVENT_CONFIG = EventInvokeConfig()
 
 class EventAPI:
     # -- Event mode -----------------------------------------------------------------
+    @audited("PutFunctionEventInvokeConfig")
     def put_function_event_invoke_config(self, name, qualifier=None, maximum_retry_attempts=2,
                                          maximum_event_age_s=21600, on_success=None,
                                          on_failure=None) -> EventInvokeConfig:

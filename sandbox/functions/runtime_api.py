@@ -29,6 +29,8 @@ from .logs import LoggerSink
 from .models import LATEST, FunctionConfiguration, check_function_name, check_settings
 from .packages import CodeStore
 from .access_api import AccessAPI
+from .audit import AuditLog
+from .auditing import acting_as, audited
 from .concurrency_api import ConcurrencyAPI
 from .events_api import EventAPI
 from .names import split_name
@@ -60,7 +62,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
                  init_timeout_s: float = INIT_TIMEOUT_S, log_sink=None, supervisor=None, disable=(),
                  event_pollers: int = 2, async_retry_delays_s=(60.0, 120.0), async_throttle_backoff_s=(1.0, 300.0),
-                 dead_letter_dir: str | None = None):
+                 dead_letter_dir: str | None = None, audit_log: str | None = None, audit_key: bytes | None = None):
         for name, value in (("idle_timeout_s", idle_timeout_s), ("max_lifetime_s", max_lifetime_s),
                             ("init_timeout_s", init_timeout_s)):
             if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
@@ -86,6 +88,8 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
         self._manager = EnvironmentManager(supervisor or default_supervisor(), max_environments=max_environments,
                                            idle_timeout_s=idle_timeout_s, max_lifetime_s=self.max_lifetime_s,
                                            on_pool_empty=self._pool_gone)
+        # Control-plane calls are recorded: in memory, or hash-chained in a file (docs/audit.md).
+        self._audit = AuditLog(audit_log, key=audit_key)
         self._invoker = Invoker(self, log_sink if log_sink is not None else LoggerSink())
         self._provisioner = Provisioner()
         if dead_letter_dir is not None and not os.path.isdir(dead_letter_dir):
@@ -96,6 +100,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
                                   dead_letter_dir=dead_letter_dir)
 
     # -- control plane --------------------------------------------------------------
+    @audited("CreateFunction")
     def create_function(self, name, code, handler, runtime="python3", memory_mb=128, timeout_s=3,
                         environment=None, ephemeral_storage_mb=512, policy="default", network="none",
                         description="", publish=False) -> FunctionConfiguration:
@@ -115,6 +120,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
             self._epoch += 1
             return self._publish(name) if publish else latest
 
+    @audited("UpdateFunctionCode")
     def update_function_code(self, name, code, publish=False) -> FunctionConfiguration:
         package = self._store.put(code)
         with self._lock:
@@ -127,6 +133,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
             self._store.release(package.sha256)   # _replace_latest took the new $LATEST's own reference
             return self._publish(name) if publish else function.latest
 
+    @audited("UpdateFunctionConfiguration")
     def update_function_configuration(self, name, **changes) -> FunctionConfiguration:
         allowed = {"handler", "runtime", "memory_mb", "timeout_s", "environment", "ephemeral_storage_mb",
                    "policy", "network", "description"}
@@ -143,6 +150,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
             self._replace_latest(function, current.updated(**settings))
             return function.latest
 
+    @audited("PublishVersion")
     def publish_version(self, name, description="") -> FunctionConfiguration:
         with self._lock:
             self._function(name)
@@ -161,6 +169,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
             function = self._function(name)
             return [function.latest] + [function.versions[v] for v in sorted(function.versions, key=int)]
 
+    @audited("DeleteFunction")
     def delete_function(self, name, qualifier=None) -> None:
         """Delete a function (all versions) or one published version; its
         environments end (in-flight invocations finish first)."""
@@ -238,6 +247,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
             self._closed = True
             self._epoch += 1
         self._manager.close()
+        self._audit.close()
         if self._own_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
@@ -246,6 +256,20 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
 
     def __exit__(self, *exc):
         self.close()
+
+    # -- audit ------------------------------------------------------------------------
+    def acting_as(self, principal: str | None):
+        """`with rt.acting_as(principal):` -- the caller recorded in the audit
+        log for control-plane calls this thread makes inside the block."""
+        return acting_as(principal)
+
+    def audit_records(self) -> list[dict]:
+        return self._audit.records()
+
+    def audit_head(self) -> tuple[int, str] | None:
+        """(seq, hash) of the last audit record: anchor it elsewhere to detect
+        truncation (`sandbox audit verify FILE --head SEQ:HASH`)."""
+        return self._audit.head()
 
     # -- internals used by the invoker -------------------------------------------------
     def function_arn(self, name: str) -> str:
