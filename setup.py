@@ -61,6 +61,8 @@ setup(
         "python-prctl>=1.8",
         "cgroupspy>=0.2",
         "pyroute2>=0.7",
+        "cryptography>=41",          # AES-GCM for code at rest
+        "prometheus_client>=0.17",   # metrics in Prometheus text format
     ],
     entry_points={"console_scripts": ["sandbox=sandbox.cli:main"]},
     zip_safe=False,
