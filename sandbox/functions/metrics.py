@@ -57,27 +57,21 @@ class _Histogram:
         self.counts = [0] * layout.size
         self.sum, self.min, self.max = 0.0, math.inf, -math.inf
 
-    def observe(self, value, fine):
-        self.counts[bisect_left(fine, value)] += 1
-        self.sum += value
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
-
     def copy(self):
         return (list(self.counts), self.sum, self.min, self.max)
 
 
+# _Function.counts indices
+_THROTTLES, _RECEIVED, _DROPPED, _DEAD_LETTER, _DESTINATION = range(5)
+
+
 class _Function:
-    __slots__ = ("throttles", "concurrent", "max_concurrent", "reserved", "async_received", "async_dropped",
-                 "async_age", "dead_letter_errors", "destination_failures")
+    __slots__ = ("counts", "concurrent", "max_concurrent", "reserved", "async_age")
 
     def __init__(self, age_layout):
-        self.throttles = 0                      # those with no version known
+        self.counts = [0] * 5                   # throttles with no version known, then the async counts
         self.concurrent = self.max_concurrent = 0
         self.reserved = None
-        self.async_received = self.async_dropped = self.dead_letter_errors = self.destination_failures = 0
         self.async_age = _Histogram(age_layout)
 
 
@@ -97,6 +91,9 @@ class Metrics:
     """Thread-safe counters, gauges and histograms for a Runtime's functions."""
 
     def __init__(self, *, duration_buckets_ms=DURATION_BUCKETS_MS, age_buckets_ms=AGE_BUCKETS_MS):
+        # One lock for all state.  The hot writers call nothing while holding it (the bucket is found
+        # before, series are looked up by subscript), so under the GIL a thread is not switched out
+        # inside it and other threads seldom find it taken.
         self._lock = threading.Lock()
         self._duration = _Layout(duration_buckets_ms)
         self._age = _Layout(age_buckets_ms)
@@ -112,8 +109,12 @@ class Metrics:
                    provisioned: bool = False, spillover: bool = False) -> None:
         """One finished invocation (not a throttled request): Invocations, Errors, Duration and the
         provisioned-concurrency counts.  `error` is a function error, timeout included."""
+        bucket = bisect_left(self._duration.fine, duration_ms)      # outside the lock: see __init__
         with self._lock:
-            v = self._versions.get((function, version)) or self._add(function, version)
+            try:
+                v = self._versions[function, version]
+            except KeyError:
+                v = self._add(function, version)
             v.invocations += 1
             if error:
                 v.errors += 1
@@ -122,7 +123,7 @@ class Metrics:
             if spillover:
                 v.spillover += 1
             h = v.duration
-            h.counts[bisect_left(self._duration.fine, duration_ms)] += 1
+            h.counts[bucket] += 1
             h.sum += duration_ms
             if duration_ms < h.min:
                 h.min = duration_ms
@@ -132,19 +133,24 @@ class Metrics:
     def throttle(self, function: str, version: str | None) -> None:
         """A request refused for lack of concurrency (429).  Not an invocation.  `version` None: refused
         before a version was chosen; counted for the function only."""
+        if version is None:
+            self._count(function, _THROTTLES)
+            return
         with self._lock:
-            if version is None:
-                self._function(function).throttles += 1
-            else:
-                (self._versions.get((function, version)) or self._add(function, version)).throttles += 1
+            try:
+                v = self._versions[function, version]
+            except KeyError:
+                v = self._add(function, version)
+            v.throttles += 1
 
     def concurrency(self, function: str, version: str, delta: int, *, provisioned: bool = False) -> None:
         """+1 when an invocation starts running, -1 when it ends (`provisioned`: on a provisioned
         environment, same value both times).  Keeps the current values and their maxima since the
         last snapshot(reset_max=True), per version, function and runtime."""
         with self._lock:
-            v = self._versions.get((function, version))
-            if v is None:
+            try:
+                v = self._versions[function, version]
+            except KeyError:
                 if delta < 0:       # the series was remove()d while this invocation ran
                     return
                 v = self._add(function, version)
@@ -169,29 +175,35 @@ class Metrics:
 
     def async_received(self, function: str) -> None:
         """An event accepted into the queue (AsyncEventsReceived)."""
-        with self._lock:
-            self._function(function).async_received += 1
+        self._count(function, _RECEIVED)
 
     def async_dropped(self, function: str) -> None:
         """An event discarded without running successfully and without a DLQ or destination to take it
         (AsyncEventsDropped)."""
-        with self._lock:
-            self._function(function).async_dropped += 1
+        self._count(function, _DROPPED)
 
     def async_age(self, function: str, age_ms: float) -> None:
         """Time from queueing to an attempt to run the event (AsyncEventAge)."""
+        bucket = bisect_left(self._age.fine, age_ms)
         with self._lock:
-            self._function(function).async_age.observe(age_ms, self._age.fine)
+            try:
+                h = self._functions[function].async_age
+            except KeyError:
+                h = self._function(function).async_age
+            h.counts[bucket] += 1
+            h.sum += age_ms
+            if age_ms < h.min:
+                h.min = age_ms
+            if age_ms > h.max:
+                h.max = age_ms
 
     def dead_letter_error(self, function: str) -> None:
         """A failed write to the dead-letter queue (DeadLetterErrors)."""
-        with self._lock:
-            self._function(function).dead_letter_errors += 1
+        self._count(function, _DEAD_LETTER)
 
     def destination_delivery_failure(self, function: str) -> None:
         """A failed delivery to an on-success or on-failure destination (DestinationDeliveryFailures)."""
-        with self._lock:
-            self._function(function).destination_failures += 1
+        self._count(function, _DESTINATION)
 
     # --- configuration gauges ---------------------------------------------------------------------------
 
@@ -231,10 +243,15 @@ class Metrics:
             if f.reserved is None:
                 self._unreserved -= gone
             if version is None:
-                self._concurrent -= f.concurrent     # what no version series knew about (none, normally)
-                if f.reserved is None:
-                    self._unreserved -= f.concurrent
                 del self._functions[function]
+
+    def _count(self, function, index):
+        with self._lock:
+            try:
+                f = self._functions[function]
+            except KeyError:
+                f = self._function(function)
+            f.counts[index] += 1
 
     def _function(self, name):
         f = self._functions.get(name)
@@ -252,8 +269,7 @@ class Metrics:
         """Everything, as plain dicts and numbers (JSON-serialisable; histogram bucket keys are floats).
         reset_max=True starts a new period for the Max* values (they restart from the current value)."""
         with self._lock:
-            functions = {name: (f.throttles, f.concurrent, f.max_concurrent, f.reserved, f.async_received,
-                                f.async_age.copy(), f.async_dropped, f.dead_letter_errors, f.destination_failures)
+            functions = {name: (*f.counts, f.concurrent, f.max_concurrent, f.reserved, f.async_age.copy())
                          for name, f in self._functions.items()}
             versions = [(name, version, v.invocations, v.errors, v.throttles, v.duration.copy(), v.concurrent,
                          v.max_concurrent, v.pc_invocations, v.spillover, v.pc_concurrent, v.pc_max_concurrent,
@@ -262,7 +278,7 @@ class Metrics:
             if reset_max:
                 self._reset_max()
         out = {}
-        for name, (throttles, cur, peak, reserved, received, age, dropped, dlq, dest) in functions.items():
+        for name, (throttles, received, dropped, dlq, dest, cur, peak, reserved, age) in functions.items():
             out[name] = {"versions": {}, "Invocations": 0, "Errors": 0, "Throttles": throttles, "Duration": None,
                          "ConcurrentExecutions": cur, "MaxConcurrentExecutions": peak,
                          "ProvisionedConcurrencyInvocations": 0, "ProvisionedConcurrencySpilloverInvocations": 0,
@@ -329,7 +345,8 @@ def _summary(layout, counts, total, low, high):
         running += sum(counts[i * SUB_BUCKETS:(i + 1) * SUB_BUCKETS])
         buckets[bound] = running
     buckets[math.inf] = count
-    out = {"count": count, "sum": total, "min": low if count else None, "max": high if count else None}
+    out = {"count": count, "sum": float(total), "min": float(low) if count else None,
+           "max": float(high) if count else None}
     for key, q in PERCENTILES:
         out[key] = _quantile(layout.fine, counts, count, q, low, high) if count else None
     out["buckets"] = buckets
