@@ -99,6 +99,7 @@ class Environment:
         self.id = environment_id
         self.function = None        # the function uid whose concurrency slot it holds
         self.provisioned = False    # kept initialized ahead of demand (see provisioned.py)
+        self.retire_at = None       # monotonic time it must be gone by (its credentials expire)
         self.state = STARTING
         self.created = time.monotonic()
         self.last_used = self.created

@@ -9,6 +9,7 @@ import re
 import uuid
 from dataclasses import dataclass, field, fields, replace
 
+from .credentials import check_provider
 from .errors import InvalidParameterValueException
 from .spec import PYTHON_VERSION, RESERVED_VARIABLES
 
@@ -39,6 +40,7 @@ class FunctionConfiguration:
     policy: str = "default"
     network: str = "none"
     description: str = ""
+    role: object = None                        # execution-role credentials provider (credentials.py)
     revision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     last_modified: str = field(default_factory=lambda: _now())
 
@@ -70,6 +72,7 @@ class FunctionConfiguration:
             "LastUpdateStatus": "Successful",
             "PackageType": "Zip",
             "Architectures": ["x86_64"],
+            **({"Role": getattr(self.role, "__qualname__", type(self.role).__name__)} if self.role else {}),
         }
 
     def updated(self, **changes) -> "FunctionConfiguration":
@@ -96,7 +99,7 @@ def _int_in(value, name, low, high) -> int:
 
 
 def check_settings(*, runtime, handler, memory_mb, timeout_s, environment, ephemeral_storage_mb, policy,
-                   network, description="") -> dict:
+                   network, description="", role=None) -> dict:
     """Validate what create_function/update_function_configuration accept;
     returns the normalized settings."""
     if runtime not in RUNTIMES:
@@ -118,7 +121,7 @@ def check_settings(*, runtime, handler, memory_mb, timeout_s, environment, ephem
         raise InvalidParameterValueException("Description must be a string of at most 256 characters")
     return dict(runtime=runtime, handler=handler, memory_mb=memory_mb, timeout_s=timeout_s,
                 environment=check_environment(environment), ephemeral_storage_mb=ephemeral_storage_mb,
-                policy=policy, network=network, description=description)
+                policy=policy, network=network, description=description, role=check_provider(role))
 
 
 def check_environment(variables) -> tuple[tuple[str, str], ...]:

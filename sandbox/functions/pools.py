@@ -28,6 +28,7 @@ class EnvironmentPool:
         self._busy: set[Environment] = set()
         self._lock = threading.Lock()
         self.draining = False
+        self.retire_at: float | None = None   # monotonic time its environments must be gone by (credentials)
 
     def acquire(self) -> Environment | None:
         """An idle environment, now busy; None when a new one must be started."""
@@ -59,6 +60,7 @@ class EnvironmentPool:
         env = Environment(spec, uuid.uuid4().hex, self._manager.supervisor)
         env.function = self.key[0]   # whose slot it holds (see EnvironmentManager.reserve_slot)
         env.provisioned = provisioned
+        env.retire_at = self.retire_at
         with self._lock:
             self._busy.add(env)
         try:
@@ -150,6 +152,10 @@ class EnvironmentManager:
         self._reaper.start()
 
     # -- pools ----------------------------------------------------------------------
+    def existing_pool(self, key) -> EnvironmentPool | None:
+        with self._lock:
+            return self._pools.get(key)
+
     def pool(self, key, make_spec) -> tuple[EnvironmentPool, bool]:
         """(the pool for key, whether it was just created)."""
         with self._lock:
@@ -222,7 +228,8 @@ class EnvironmentManager:
             return sum(n for f, n in self._reserved.items() if f != excluding)
 
     def expired(self, env: Environment) -> bool:
-        return time.monotonic() - env.created >= self.max_lifetime_s
+        now = time.monotonic()
+        return now - env.created >= self.max_lifetime_s or (env.retire_at is not None and now >= env.retire_at)
 
     def destroy(self, env: Environment) -> None:
         try:
@@ -257,7 +264,8 @@ class EnvironmentManager:
 
         def stale(env):
             idle_too_long = not env.provisioned and now - env.last_used >= self.idle_timeout_s
-            return idle_too_long or now - env.created >= self.max_lifetime_s
+            retired = env.retire_at is not None and now >= env.retire_at
+            return idle_too_long or retired or now - env.created >= self.max_lifetime_s
 
         for pool in self.pools():
             for env in pool.take_idle(stale):

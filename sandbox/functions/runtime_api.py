@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ from .packages import CodeStore
 from .access_api import AccessAPI
 from .audit import AuditLog
 from .auditing import acting_as, audited
+from .credentials import fetch as fetch_credentials
 from .concurrency_api import ConcurrencyAPI
 from .events_api import EventAPI
 from .names import split_name
@@ -51,6 +53,7 @@ class _Function:
     next_version: int = 1
     generation: int = 0            # bumped when $LATEST changes: its old environments drain
     reserved: int | None = None    # reserved concurrency
+    credential_epoch: int = 0      # bumped when a pool's role credentials near expiry
     policies: dict = field(default_factory=dict)   # qualifier (None: the function) -> Policy
 
 
@@ -103,11 +106,15 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
     @audited("CreateFunction")
     def create_function(self, name, code, handler, runtime="python3", memory_mb=128, timeout_s=3,
                         environment=None, ephemeral_storage_mb=512, policy="default", network="none",
-                        description="", publish=False) -> FunctionConfiguration:
+                        description="", publish=False, role=None) -> FunctionConfiguration:
+        """`role`: the execution role, a callable returning temporary
+        credentials (credentials.Credentials or boto3's dict); environments get
+        them as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN and
+        are retired before they expire."""
         check_function_name(name)
         settings = check_settings(runtime=runtime, handler=handler, memory_mb=memory_mb, timeout_s=timeout_s,
                                   environment=environment, ephemeral_storage_mb=ephemeral_storage_mb,
-                                  policy=policy, network=network, description=description)
+                                  policy=policy, network=network, description=description, role=role)
         package = self._store.put(code)
         with self._lock:
             self._check_open()
@@ -136,7 +143,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
     @audited("UpdateFunctionConfiguration")
     def update_function_configuration(self, name, **changes) -> FunctionConfiguration:
         allowed = {"handler", "runtime", "memory_mb", "timeout_s", "environment", "ephemeral_storage_mb",
-                   "policy", "network", "description"}
+                   "policy", "network", "description", "role"}
         unknown = set(changes) - allowed
         if unknown:
             raise TypeError(f"update_function_configuration: unknown setting(s) {sorted(unknown)}")
@@ -302,7 +309,8 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
         """(configuration, pool, invoked ARN bytes) for an invocation.  Cached
         per (name, qualifier) until the next control-plane change (the epoch)."""
         hit = self._routes.get((name, qualifier))
-        if hit is not None and hit[0] == self._epoch and not hit[2].draining:
+        if hit is not None and hit[0] == self._epoch and not hit[2].draining and \
+                (hit[2].retire_at is None or time.monotonic() < hit[2].retire_at):
             return hit[1], hit[2], hit[3]
         with self._lock:
             epoch = self._epoch
@@ -318,12 +326,23 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
             self._check_open()
             function, fc = self._resolve(name, qualifier)
             generation = function.generation if fc.version == LATEST else 0
-            key = (function.uid, fc.version, generation)
+            key = (function.uid, fc.version, generation, function.credential_epoch)
+            pool = self._manager.existing_pool(key)
+            if pool is not None and pool.retire_at is not None and time.monotonic() >= pool.retire_at:
+                # Its credentials are about to expire: its environments go, new ones get fresh credentials.
+                function.credential_epoch += 1
+                self._epoch += 1
+                self._manager.drain(lambda k: k == key)
+                key = key[:3] + (function.credential_epoch,)
+            credentials = None
+            if fc.role is not None and self._manager.existing_pool(key) is None:
+                credentials = fetch_credentials(fc.role, fc.function_name)
             pool, created = self._manager.pool(key, lambda: build_spec(
                 fc, region=self.region, max_lifetime_s=self.max_lifetime_s, disable=self._disable,
-                init_timeout_s=self.init_timeout_s))
+                init_timeout_s=self.init_timeout_s, credentials=credentials))
             if created:
                 pool.code = fc.code
+                pool.retire_at = credentials.retire_at() if credentials is not None else None
                 self._store.retain(fc.code.sha256)  # the pool's environments mount it
             return fc, pool
 
