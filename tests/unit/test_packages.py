@@ -1,5 +1,6 @@
-"""CodeStore: content-addressed, read-only code package trees from directories
-and zips, and the hostile archives it must refuse.  No root needed."""
+"""CodeStore: content-addressed packages from directories and zips, their
+read-only trees, and the hostile archives it must refuse.  No root needed.
+Encryption at rest is tested in test_sealed.py."""
 import io
 import os
 import re
@@ -11,7 +12,7 @@ import zlib
 
 import pytest
 
-from sandbox.functions import packages
+from sandbox.functions import package_checks
 from sandbox.functions.errors import InvalidParameterValueException, RequestEntityTooLargeException
 from sandbox.functions.packages import CodeStore
 
@@ -81,18 +82,31 @@ def tree(path):
     return found
 
 
-def stored_dirs(store):
-    """Content addresses of the trees on disk (each is stored as <address>.<token>)."""
-    return sorted(name.split(".")[0] for name in os.listdir(store.root))
+def stored_blobs(store):
+    """Content addresses of the sealed blobs on disk (<root>/blobs/<address>.blob)."""
+    return sorted(name.split(".")[0] for name in os.listdir(os.path.join(store.root, "blobs")))
+
+
+def leftovers(store):
+    """Anything in the root but the key, the blobs and materialized trees:
+    staging directories, sealing files, trees being removed."""
+    found = [n for n in os.listdir(store.root) if n.startswith(".")]
+    return found + [n for n in os.listdir(os.path.join(store.root, "blobs")) if n.startswith(".")]
+
+
+def trees_on_disk(store):
+    return sorted(n for n in os.listdir(store.root) if n not in ("blobs", "code.key"))
 
 
 # ---- round trips and addressing ----------------------------------------------
 
 def test_directory_round_trip(store, tmp_path):
     pkg = store.put(sample_dir(str(tmp_path / "src")))
-    assert os.path.dirname(pkg.path) == store.root
-    assert os.path.basename(pkg.path).startswith(pkg.sha256 + ".")
-    assert tree(pkg.path) == {
+    assert pkg.path is None and trees_on_disk(store) == []   # put() keeps only the sealed blob
+    path = store.materialize(pkg.sha256)
+    assert os.path.dirname(path) == store.root
+    assert os.path.basename(path).startswith(pkg.sha256 + ".")
+    assert tree(path) == {
         "handler.py": ("f", 0o444, HANDLER), "lib": ("d", 0o555, None),
         "lib/empty": ("d", 0o555, None), "lib/tool.sh": ("f", 0o555, b"#!/bin/sh\necho hi\n"),
         "tool": ("l", None, "lib/tool.sh")}
@@ -108,7 +122,7 @@ def test_zip_bytes_and_zip_path_round_trip(store, tmp_path):
     from_path = store.put(str(path))
     assert from_bytes == from_path == store.put(path) == store.put(memoryview(data))
     assert from_bytes.code_size == len(data)
-    assert tree(from_bytes.path)["lib/tool.sh"] == ("f", 0o555, b"#!/bin/sh\necho hi\n")
+    assert tree(store.materialize(from_bytes.sha256))["lib/tool.sh"] == ("f", 0o555, b"#!/bin/sh\necho hi\n")
 
 
 def test_dir_and_zip_of_the_same_content_share_one_tree(store, tmp_path):
@@ -118,9 +132,8 @@ def test_dir_and_zip_of_the_same_content_share_one_tree(store, tmp_path):
                           date_time=(1999, 1, 1, 0, 0, 0))
     other_bytes = store.put(stored_zip)
     assert from_dir.sha256 == from_zip.sha256 == other_bytes.sha256
-    assert from_dir.path == from_zip.path == other_bytes.path
     assert len({from_dir.code_sha256, from_zip.code_sha256, other_bytes.code_sha256}) == 3
-    assert stored_dirs(store) == [from_dir.sha256]
+    assert stored_blobs(store) == [from_dir.sha256] and store.references(from_dir.sha256) == 3
     # get() reports the first upload; put() reports each upload's own zip.
     assert store.get(from_dir.sha256).code_sha256 == from_dir.code_sha256
 
@@ -134,7 +147,7 @@ def test_directory_code_sha256_is_that_of_a_deterministic_zip(store, tmp_path):
 def test_identical_zip_bytes_are_not_extracted_again(store, monkeypatch):
     data = make_zip([f("a.py")])
     first = store.put(data)
-    monkeypatch.setattr(packages, "_stage_zip", lambda *a: pytest.fail("extracted twice"))
+    monkeypatch.setattr(package_checks, "stage_zip", lambda *a: pytest.fail("extracted twice"))
     assert store.put(data) == first
 
 
@@ -147,13 +160,13 @@ def test_different_content_gets_different_addresses(store):
 
 def test_missing_parent_directories_are_implied(store):
     pkg = store.put(make_zip([f("deep/er/a.py"), f("./b.py"), ("./", b"", stat.S_IFDIR | 0o755)]))
-    assert tree(pkg.path) == {"deep": ("d", 0o555, None), "deep/er": ("d", 0o555, None),
+    assert tree(store.materialize(pkg.sha256)) == {"deep": ("d", 0o555, None), "deep/er": ("d", 0o555, None),
                               "deep/er/a.py": ("f", 0o444, b"x"), "b.py": ("f", 0o444, b"x")}
 
 
 def test_empty_zip_is_an_empty_tree(store):
     pkg = store.put(make_zip([]))
-    assert os.listdir(pkg.path) == [] and pkg.unzipped_size == 0
+    assert os.listdir(store.materialize(pkg.sha256)) == [] and pkg.unzipped_size == 0
 
 
 # ---- the stored tree -----------------------------------------------------------
@@ -161,15 +174,15 @@ def test_empty_zip_is_an_empty_tree(store):
 def test_tree_is_read_only_plain_and_owned_by_us(store, tmp_path):
     special = [f("suid", mode=0o4755), f("sgid", mode=0o2755), f("sticky", mode=0o1644),
                f("secret", mode=0o000), ("d/", b"", stat.S_IFDIR | 0o777)]
-    pkg = store.put(make_zip(special))
-    assert stat.S_IMODE(os.stat(pkg.path).st_mode) == 0o555
-    for dirpath, dirnames, filenames in os.walk(pkg.path):
+    path = store.materialize(store.put(make_zip(special)).sha256)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o555
+    for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
             st = os.lstat(os.path.join(dirpath, name))
             assert st.st_uid == os.getuid()
             assert stat.S_IMODE(st.st_mode) in (0o444, 0o555), name
             assert stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1)
-    assert tree(pkg.path)["suid"][1] == 0o555 and tree(pkg.path)["secret"][1] == 0o444
+    assert tree(path)["suid"][1] == 0o555 and tree(path)["secret"][1] == 0o444
     assert stat.S_IMODE(os.stat(store.root).st_mode) == 0o711
 
 
@@ -180,7 +193,7 @@ def test_exec_bit_is_kept_from_dirs(store, tmp_path):
     (src / "run").chmod(0o700)
     (src / "data").write_bytes(b"")
     (src / "data").chmod(0o600)
-    found = tree(store.put(str(src)).path)
+    found = tree(store.materialize(store.put(str(src)).sha256))
     assert found["run"][1] == 0o555 and found["data"][1] == 0o444
 
 
@@ -189,7 +202,7 @@ def test_symlinks_inside_the_tree_are_allowed(store):
         f("lib/libfoo.so.1.2"), link("lib/libfoo.so.1", "libfoo.so.1.2"),
         link("lib/libfoo.so", "libfoo.so.1"),             # a chain, as shared libraries have
         link("bin/foo", "../lib/libfoo.so"), link("here", "."), link("dangling", "nothing")]))
-    with open(os.path.join(pkg.path, "bin", "foo"), "rb") as src:
+    with open(os.path.join(store.materialize(pkg.sha256), "bin", "foo"), "rb") as src:
         assert src.read() == b"x"
 
 
@@ -203,7 +216,7 @@ def test_bad_names_are_refused(store, name, why):
     with pytest.raises(InvalidParameterValueException, match=why) as caught:
         store.put(make_zip([f("ok.py"), f(name)]))
     assert repr(name)[:40] in str(caught.value) or name[:40] in str(caught.value)
-    assert stored_dirs(store) == []
+    assert stored_blobs(store) == [] and leftovers(store) == []
 
 
 def test_nul_in_a_name_is_refused(store):
@@ -237,7 +250,7 @@ def test_duplicates_are_refused(store, members):
 def test_bad_symlinks_are_refused(store, members, why):
     with pytest.raises(InvalidParameterValueException, match=why):
         store.put(make_zip(members))
-    assert stored_dirs(store) == []
+    assert stored_blobs(store) == [] and leftovers(store) == []
 
 
 def test_special_files_encryption_and_compression_are_refused(store):
@@ -267,13 +280,13 @@ def test_damaged_zips_fail_only_with_lambda_errors(store):
             store.put(bytes(damaged))
         except InvalidParameterValueException:
             pass
-    assert not [d for d in stored_dirs(store) if d.startswith(".")]
+    assert leftovers(store) == []
 
 
 def test_a_nested_zip_is_just_a_file(store):
     inner = make_zip([f("../escape")])
     pkg = store.put(make_zip([f("inner.zip", inner)]))
-    assert tree(pkg.path) == {"inner.zip": ("f", 0o444, inner)}
+    assert tree(store.materialize(pkg.sha256)) == {"inner.zip": ("f", 0o444, inner)}
 
 
 # ---- size and count limits -------------------------------------------------------
@@ -317,21 +330,21 @@ def test_a_header_claiming_a_small_size_cannot_inflate_past_it(tmp_path):
         store.put(lying_zip(8 << 20, 100))
     # With a forged CRC as well, no more than the claimed bytes come out.
     pkg = store.put(lying_zip(8 << 20, 100, crc_of_prefix=True))
-    assert os.path.getsize(os.path.join(pkg.path, "zeros")) == 100
-    assert [d for d in stored_dirs(store) if d.startswith(".")] == []
+    assert os.path.getsize(os.path.join(store.materialize(pkg.sha256), "zeros")) == 100
+    assert leftovers(store) == []
 
 
 def test_real_bytes_are_capped_even_if_the_header_check_is_bypassed(tmp_path, monkeypatch):
     store = CodeStore(str(tmp_path / "store"), max_unzipped=1 << 20)
-    monkeypatch.setattr(packages, "_check_declared_size", lambda infos, limits: None)
+    monkeypatch.setattr(package_checks, "_check_declared_size", lambda infos, limits: None)
     written = []
-    real_write = packages._write_file
-    monkeypatch.setattr(packages, "_write_file", lambda dest, chunks, *a: real_write(
+    real_write = package_checks._write_file
+    monkeypatch.setattr(package_checks, "_write_file", lambda dest, chunks, *a: real_write(
         dest, (written.append(len(c)) or c for c in chunks), *a))
     with pytest.raises(InvalidParameterValueException, match="Unzipped size must be smaller"):
         store.put(make_zip([f("zeros", bytes(8 << 20))]))
-    assert sum(written) <= (1 << 20) + packages._CHUNK
-    assert stored_dirs(store) == []
+    assert sum(written) <= (1 << 20) + package_checks.CHUNK
+    assert stored_blobs(store) == [] and leftovers(store) == []
 
 
 def test_too_many_entries_are_refused(tmp_path):
@@ -352,7 +365,7 @@ def test_directory_symlinks_leaving_the_tree_are_refused(store, tmp_path):
         os.symlink(target, src / "sub" / "link")
         with pytest.raises(InvalidParameterValueException, match=why):
             store.put(str(src))
-    assert stored_dirs(store) == []
+    assert stored_blobs(store) == [] and leftovers(store) == []
 
 
 def test_directory_links_to_outside_dirs_are_not_followed(store, tmp_path):
@@ -405,39 +418,45 @@ def test_concurrent_puts_of_the_same_content_store_one_tree(store):
     for t in threads:
         t.join()
     assert errors == []
-    assert len({r.path for r in results}) == 1
-    assert stored_dirs(store) == [results[0].sha256]
+    assert len({r.sha256 for r in results}) == 1
+    assert stored_blobs(store) == [results[0].sha256] and leftovers(store) == []
+    assert store.references(results[0].sha256) == len(uploads)
 
 
 def test_remove_is_idempotent_and_put_restores(store):
     data = make_zip(SAMPLE_ZIP_MEMBERS)
     pkg = store.put(data)
+    path = store.materialize(pkg.sha256)
     store.remove(pkg.sha256)
-    assert not os.path.exists(pkg.path) and store.get(pkg.sha256) is None
+    assert not os.path.exists(path) and store.get(pkg.sha256) is None
     store.remove(pkg.sha256)
-    assert stored_dirs(store) == []
+    store.dematerialize(pkg.sha256)   # a holder giving back a removed tree: nothing to do
+    assert stored_blobs(store) == [] and trees_on_disk(store) == []
     again = store.put(data)
-    assert again.sha256 == pkg.sha256 and os.path.isdir(again.path)
-    assert again.path != pkg.path   # a new materialization never reuses a removed tree's path
+    assert again.sha256 == pkg.sha256
+    again_path = store.materialize(again.sha256)
+    assert os.path.isdir(again_path)
+    assert again_path != path   # a new materialization never reuses a removed tree's path
 
 
 def test_references_keep_a_tree_until_the_last_release(store, tmp_path):
     data = make_zip(SAMPLE_ZIP_MEMBERS)
     first = store.put(data)
-    second = store.put(data)                 # same content: same tree, one more reference
-    assert second.path == first.path and store.references(first.sha256) == 2
+    second = store.put(data)                 # same content: same blob, one more reference
+    assert second.sha256 == first.sha256 and store.references(first.sha256) == 2
+    blob = os.path.join(store.root, "blobs", first.sha256 + ".blob")
     store.retain(first.sha256)
     store.release(first.sha256)
     store.release(first.sha256)
-    assert os.path.isdir(first.path)
+    assert os.path.isfile(blob)
     store.release(first.sha256)
-    assert not os.path.exists(first.path) and store.get(first.sha256) is None
+    assert not os.path.exists(blob) and store.get(first.sha256) is None
 
 
 def test_put_of_known_content_never_races_its_removal(store):
     """A put() of content being released concurrently either revives the
-    stored tree (its reference counted first) or stores a fresh one: the
-    returned path always exists."""
+    stored blob (its reference counted first) or stores a fresh one: the
+    returned package can always be materialized."""
     data = make_zip(SAMPLE_ZIP_MEMBERS)
     for _ in range(50):
         held = store.put(data)
@@ -448,9 +467,10 @@ def test_put_of_known_content_never_races_its_removal(store):
         putter.start()
         releaser.join()
         putter.join()
-        assert os.path.isdir(results[0].path)
+        assert os.path.isdir(store.materialize(results[0].sha256))
+        store.dematerialize(results[0].sha256)
         store.release(results[0].sha256)
-    assert stored_dirs(store) == []
+    assert stored_blobs(store) == [] and trees_on_disk(store) == [] and leftovers(store) == []
 
 
 def test_addresses_are_checked(store):
@@ -459,6 +479,10 @@ def test_addresses_are_checked(store):
             store.get(bad)
         with pytest.raises(ValueError):
             store.remove(bad)
+        with pytest.raises(ValueError):
+            store.materialize(bad)
+        with pytest.raises(ValueError):
+            store.dematerialize(bad)
 
 
 def test_docs_examples_run():
