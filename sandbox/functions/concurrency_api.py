@@ -69,6 +69,7 @@ class ConcurrencyAPI:
                     f"other functions of {self._manager.max_environments}")
             self._manager.set_reserved(function.uid, n)
             function.reserved = n
+            self.metrics.reserved_concurrency(function.latest.function_name, n)
             return {"ReservedConcurrentExecutions": n}
 
     def get_function_concurrency(self, name) -> dict:
@@ -82,3 +83,4 @@ class ConcurrencyAPI:
             function = self._function(name)
             self._manager.set_reserved(function.uid, None)
             function.reserved = None
+            self.metrics.reserved_concurrency(function.latest.function_name, None)

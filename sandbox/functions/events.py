@@ -82,12 +82,13 @@ class EventQueue:
     request_id)` (the synchronous path) and act on the outcome."""
 
     def __init__(self, invoke, config_for, *, pollers: int = 2, retry_delays_s=(60.0, 120.0),
-                 throttle_backoff_s=(1.0, 300.0), dead_letter_dir: str | None = None):
+                 throttle_backoff_s=(1.0, 300.0), dead_letter_dir: str | None = None, metrics=None):
         self._invoke = invoke
         self._config_for = config_for
         self._retry_delays = tuple(float(d) for d in retry_delays_s)
         self._backoff_min, self._backoff_max = (float(b) for b in throttle_backoff_s)
         self._dead_letter_dir = dead_letter_dir
+        self._metrics = metrics
         self._heap: list = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
@@ -107,6 +108,8 @@ class EventQueue:
                 raise ServiceException("The runtime is closing; no new events are accepted")
             heapq.heappush(self._heap, (event.received, next(self._seq), event))
             self._cond.notify()
+        if self._metrics is not None:
+            self._metrics.async_received(event.name)
 
     def pending(self) -> int:
         with self._cond:
@@ -144,6 +147,8 @@ class EventQueue:
         if time.monotonic() - event.received > config.maximum_event_age_s:
             self._finish(event, config, "EventAgeExceeded", None)
             return
+        if self._metrics is not None:
+            self._metrics.async_age(event.name, (time.monotonic() - event.received) * 1000)
         try:
             event.invoke_count += 1
             result = self._invoke(event.name, event.payload, event.qualifier, event.request_id)
@@ -187,10 +192,13 @@ class EventQueue:
         target = None
         if config is not None:
             target = config.on_success if condition == "Success" else config.on_failure
-        if target is None and condition != "Success":
+        dead_letter = target is None and condition != "Success"
+        if dead_letter:
             target = self._dead_letter_dir
         if target is None:
             if condition != "Success":
+                if self._metrics is not None:
+                    self._metrics.async_dropped(event.name)   # no destination: kept and logged, never silent
                 log.warning("event %s of %s ended (%s) with no destination: %s", event.request_id, event.name,
                             condition, json.dumps(record)[:2048])
                 with self._cond:
@@ -199,6 +207,9 @@ class EventQueue:
         try:
             deliver_record(target, record)
         except Exception:
+            if self._metrics is not None:
+                (self._metrics.dead_letter_error if dead_letter else
+                 self._metrics.destination_delivery_failure)(event.name)
             log.exception("event %s: destination %r failed; record kept in failed_events()", event.request_id,
                           target)
             with self._cond:

@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 
 from . import logs
-from .errors import InvalidRequestContentException, RequestTooLargeException, ServiceException
+from .errors import InvalidRequestContentException, RequestTooLargeException, ServiceException, \
+    TooManyRequestsException
 from .runtime import fastjson
 from .runtime.wire import MAX_PAYLOAD
 
@@ -40,9 +41,10 @@ class InvokeResult:
 
 
 class Invoker:
-    def __init__(self, runtime, sink):
+    def __init__(self, runtime, sink, metrics):
         self._runtime = runtime
         self.sink = sink
+        self.metrics = metrics
 
     def invoke(self, name, payload, qualifier, log_type, client_context, trace_id, request_id=None) -> InvokeResult:
         if log_type not in (None, "None", "Tail"):
@@ -66,19 +68,32 @@ class Invoker:
             raise InvalidParameterValueException(f"trace_id must be printable ASCII of at most {MAX_TRACE_ID} "
                                                  "characters")
         fc, pool, arn = self._runtime._route(name, qualifier)
+        metrics = self.metrics
+        function, version = fc.function_name, fc.version
         request_id = request_id or new_request_id()
         env = pool.acquire()
         init = None
         if env is None:
-            env, init = pool.start()
+            try:
+                env, init = pool.start()
+            except TooManyRequestsException:
+                metrics.throttle(function, version)   # a throttle is not an Invocation
+                raise
             if init.kind != "ready":
+                metrics.invocation(function, version, duration_ms=0.0, error=True)
                 return self._init_failed(fc, env, init, request_id, log_type)
         deadline_ms = int(time.time() * 1000) + fc.timeout_s * 1000
+        provisioned = env.provisioned
+        metrics.concurrency(function, version, 1, provisioned=provisioned)
         try:
             outcome = env.invoke(request_id, payload, deadline_ms, arn, trace_id.encode() if trace_id else b"",
                                  context)
         finally:
+            metrics.concurrency(function, version, -1, provisioned=provisioned)
             pool.release(env)
+        metrics.invocation(function, version, duration_ms=outcome.duration_ms,
+                           error=outcome.kind not in ("result", "bad_request"), provisioned=provisioned,
+                           spillover=not provisioned and pool.provisioned_target > 0)
         if outcome.kind == "bad_request":
             raise InvalidRequestContentException(outcome.body.decode("utf-8", "replace"))
         if self._runtime._manager.closed and outcome.kind not in ("result", "error"):

@@ -29,6 +29,7 @@ class EnvironmentPool:
         self._lock = threading.Lock()
         self.draining = False
         self.retire_at: float | None = None   # monotonic time its environments must be gone by (credentials)
+        self.provisioned_target = 0           # provisioned concurrency asked for (metrics: spillover)
 
     def acquire(self) -> Environment | None:
         """An idle environment, now busy; None when a new one must be started."""

@@ -44,7 +44,8 @@ class ProvisionedConfig:
 
 
 class Provisioner:
-    def __init__(self):
+    def __init__(self, metrics=None):
+        self.metrics = metrics
         self._configs: dict = {}
         self._lock = threading.Condition()
         self._closed = False
@@ -68,8 +69,12 @@ class Provisioner:
             gone = [k for k in self._configs if k[0] == function and qualifier in (None, k[1])]
             configs = [self._configs.pop(k) for k in gone]
         for config in configs:
+            if self.metrics is not None:
+                self.metrics.provisioned(config.function, config.qualifier, allocated=0, requested=0)
             try:
-                config.pool_for().unprovision()
+                pool = config.pool_for()
+                pool.provisioned_target = 0
+                pool.unprovision()
             except Exception:   # the version is gone with its pool
                 pass
 
@@ -98,8 +103,12 @@ class Provisioner:
         except Exception as exc:
             config.status, config.reason = "FAILED", str(exc)
             return
+        pool.provisioned_target = config.requested
         alive = pool.provisioned()
         config.allocated = min(alive, config.requested)
+        if self.metrics is not None:
+            self.metrics.provisioned(config.function, config.qualifier, allocated=config.allocated,
+                                     requested=config.requested)
         if alive >= config.requested:
             config.status, config.reason = "READY", None
             return

@@ -26,6 +26,7 @@ from .errors import (InvalidParameterValueException, InvalidRequestContentExcept
                      ResourceConflictException, ResourceNotFoundException)
 from .events import MAX_EVENT_PAYLOAD, Event, EventQueue
 from .invoke import InvokeResult, Invoker, new_request_id
+from .metrics import Metrics
 from .logs import LoggerSink
 from .models import LATEST, FunctionConfiguration, check_function_name, check_settings
 from .packages import CodeStore
@@ -93,14 +94,15 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
                                            on_pool_empty=self._pool_gone)
         # Control-plane calls are recorded: in memory, or hash-chained in a file (docs/audit.md).
         self._audit = AuditLog(audit_log, key=audit_key)
-        self._invoker = Invoker(self, log_sink if log_sink is not None else LoggerSink())
-        self._provisioner = Provisioner()
+        self.metrics = Metrics()
+        self._invoker = Invoker(self, log_sink if log_sink is not None else LoggerSink(), self.metrics)
+        self._provisioner = Provisioner(self.metrics)
         if dead_letter_dir is not None and not os.path.isdir(dead_letter_dir):
             raise ValueError(f"dead_letter_dir {dead_letter_dir!r} is not a directory")
         self._event_configs: dict = {}
         self._events = EventQueue(self._invoke_for_event, self._event_config, pollers=event_pollers,
                                   retry_delays_s=async_retry_delays_s, throttle_backoff_s=async_throttle_backoff_s,
-                                  dead_letter_dir=dead_letter_dir)
+                                  dead_letter_dir=dead_letter_dir, metrics=self.metrics)
 
     # -- control plane --------------------------------------------------------------
     @audited("CreateFunction")
@@ -187,6 +189,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
                     raise ResourceConflictException("$LATEST version cannot be deleted without deleting the function.")
                 del self._functions[name]
                 self._provisioner.delete(name)
+                self.metrics.remove(name)
                 self._event_configs = {k: v for k, v in self._event_configs.items() if k[0] != name}
                 self._epoch += 1
                 for fc in [function.latest, *function.versions.values()]:
@@ -199,6 +202,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
             self._event_configs.pop((name, str(qualifier)), None)
             function.policies.pop(str(qualifier), None)
             self._provisioner.delete(name, str(qualifier))
+            self.metrics.remove(name, str(qualifier))
             fc = function.versions.pop(str(qualifier), None)
             if fc is None:
                 raise ResourceNotFoundException(f"Function not found: {self.function_arn(name)}:{qualifier}")
@@ -263,6 +267,16 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
 
     def __exit__(self, *exc):
         self.close()
+
+    # -- metrics ----------------------------------------------------------------------
+    def metrics_snapshot(self, reset_max: bool = False) -> dict:
+        """Invocations, Errors, Throttles, Duration, ConcurrentExecutions,
+        provisioned and async metrics per function and version (docs/metrics.md)."""
+        return self.metrics.snapshot(reset_max=reset_max)
+
+    def metrics_prometheus(self) -> bytes:
+        """The same in Prometheus' text exposition format."""
+        return self.metrics.prometheus()
 
     # -- audit ------------------------------------------------------------------------
     def acting_as(self, principal: str | None):
