@@ -66,7 +66,8 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
                  init_timeout_s: float = INIT_TIMEOUT_S, log_sink=None, supervisor=None, disable=(),
                  event_pollers: int = 2, async_retry_delays_s=(60.0, 120.0), async_throttle_backoff_s=(1.0, 300.0),
-                 dead_letter_dir: str | None = None, audit_log: str | None = None, audit_key: bytes | None = None):
+                 dead_letter_dir: str | None = None, audit_log: str | None = None, audit_key: bytes | None = None,
+                 code_key: bytes | None = None, code_key_file: str | None = None):
         for name, value in (("idle_timeout_s", idle_timeout_s), ("max_lifetime_s", max_lifetime_s),
                             ("init_timeout_s", init_timeout_s)):
             if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
@@ -78,7 +79,8 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
         self.init_timeout_s = float(init_timeout_s)
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="sandbox-runtime-")
-        self._store = CodeStore(os.path.join(self.state_dir, "code"))
+        # Code at rest is AES-GCM encrypted: under code_key / code_key_file, or a generated 0600 key file.
+        self._store = CodeStore(os.path.join(self.state_dir, "code"), key=code_key, key_file=code_key_file)
         self._disable = frozenset(disable)
         self._functions: dict[str, _Function] = {}
         self._lock = threading.RLock()
@@ -348,20 +350,25 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
                 self._epoch += 1
                 self._manager.drain(lambda k: k == key)
                 key = key[:3] + (function.credential_epoch,)
-            credentials = None
-            if fc.role is not None and self._manager.existing_pool(key) is None:
-                credentials = fetch_credentials(fc.role, fc.function_name)
-            pool, created = self._manager.pool(key, lambda: build_spec(
-                fc, region=self.region, max_lifetime_s=self.max_lifetime_s, disable=self._disable,
-                init_timeout_s=self.init_timeout_s, credentials=credentials))
-            if created:
-                pool.code = fc.code
-                pool.retire_at = credentials.retire_at() if credentials is not None else None
-                self._store.retain(fc.code.sha256)  # the pool's environments mount it
+            pool = self._manager.existing_pool(key)
+            if pool is not None:
+                return fc, pool
+            credentials = fetch_credentials(fc.role, fc.function_name) if fc.role is not None else None
+            # The code is decrypted into a tree only now, for as long as the pool lives.
+            code_path = self._store.materialize(fc.code.sha256)
+            try:
+                pool, _ = self._manager.pool(key, lambda: build_spec(
+                    fc, code_path, region=self.region, max_lifetime_s=self.max_lifetime_s, disable=self._disable,
+                    init_timeout_s=self.init_timeout_s, credentials=credentials))
+            except BaseException:
+                self._store.dematerialize(fc.code.sha256)
+                raise
+            pool.code = fc.code
+            pool.retire_at = credentials.retire_at() if credentials is not None else None
             return fc, pool
 
     def _pool_gone(self, pool) -> None:
-        self._release_code(pool.code)
+        self._store.dematerialize(pool.code.sha256)
 
     def _replace_latest(self, function: _Function, latest: FunctionConfiguration) -> None:
         old = function.latest

@@ -55,16 +55,17 @@ def cpus_for(memory_mb: int) -> float:
     return max(0.01, memory_mb / MB_PER_VCPU)
 
 
-def build_spec(configuration, *, region: str, max_lifetime_s: float, layers_dir: str | None = None,
+def build_spec(configuration, code_path: str, *, region: str, max_lifetime_s: float, layers_dir: str | None = None,
                disable: frozenset[str] = frozenset(), init_timeout_s: float = INIT_TIMEOUT_S,
                credentials=None) -> EnvironmentSpec:
-    """The spec of one version (`configuration` is a FunctionConfiguration)."""
+    """The spec of one version (`configuration` is a FunctionConfiguration;
+    `code_path` its materialized code tree)."""
     fc = configuration
     env = platform_environment(fc, region)
     env.update(fc.environment)
     if credentials is not None:   # the execution role's, as Lambda hands them over
         env.update(credentials.environment())
-    binds = [Bind(fc.code.path, TASK_ROOT), Bind(RUNTIME_DIR, RUNTIME_MOUNT)]
+    binds = [Bind(code_path, TASK_ROOT), Bind(RUNTIME_DIR, RUNTIME_MOUNT)]
     if layers_dir:
         binds.append(Bind(layers_dir, "/opt"))
     config = Config(
