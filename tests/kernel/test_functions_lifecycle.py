@@ -155,3 +155,23 @@ def test_delete_ends_environments_and_close_leaves_nothing(code, no_leaks):
     assert isinstance(outcome[0], sandbox.functions.ServiceException)   # not a function error
     assert not os.path.exists(state_dir)
     assert rt._manager.live == 0
+
+
+def test_code_is_encrypted_at_rest_and_a_tampered_blob_is_refused(code, no_leaks):
+    from sandbox.functions import ServiceException
+
+    with sandbox.Runtime() as rt:
+        rt.create_function("f", code, "app.env_id", memory_mb=1769)
+        blobs = os.path.join(rt.state_dir, "code", "blobs")
+        (blob,) = [os.path.join(blobs, name) for name in os.listdir(blobs)]
+        with open(blob, "rb") as f:
+            data = bytearray(f.read())
+        assert b"def env_id" not in data                       # no plaintext code at rest
+        assert not [n for n in os.listdir(os.path.join(rt.state_dir, "code")) if "." in n and n[0] != "."
+                    and not n.endswith(".key")]                # and no tree before an environment needs one
+        data[len(data) // 2] ^= 0x01
+        with open(blob, "wb") as f:
+            f.write(bytes(data))
+        with pytest.raises(ServiceException):
+            rt.invoke("f", b"{}")
+        assert rt._manager.live == 0
