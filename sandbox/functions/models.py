@@ -41,6 +41,7 @@ class FunctionConfiguration:
     network: str = "none"
     description: str = ""
     role: object = None                        # execution-role credentials provider (credentials.py)
+    layers: tuple = ()                         # LayerVersions, merged under /opt in this order
     revision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     last_modified: str = field(default_factory=lambda: _now())
 
@@ -73,6 +74,8 @@ class FunctionConfiguration:
             "PackageType": "Zip",
             "Architectures": ["x86_64"],
             **({"Role": getattr(self.role, "__qualname__", type(self.role).__name__)} if self.role else {}),
+            **({"Layers": [{"Arn": layer.arn, "CodeSize": layer.code.code_size} for layer in self.layers]}
+               if self.layers else {}),
         }
 
     def updated(self, **changes) -> "FunctionConfiguration":

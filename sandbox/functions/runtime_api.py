@@ -26,6 +26,7 @@ from .errors import (InvalidParameterValueException, InvalidRequestContentExcept
                      ResourceConflictException, ResourceNotFoundException)
 from .events import MAX_EVENT_PAYLOAD, Event, EventQueue
 from .invoke import InvokeResult, Invoker, new_request_id
+from .layers import LayersAPI, merge_layers
 from .metrics import Metrics
 from .logs import LoggerSink
 from .models import LATEST, FunctionConfiguration, check_function_name, check_settings
@@ -58,7 +59,7 @@ class _Function:
     policies: dict = field(default_factory=dict)   # qualifier (None: the function) -> Policy
 
 
-class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
+class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
     """Functions and their execution environments.  See docs/functions.md."""
 
     def __init__(self, *, state_dir: str | None = None, region: str = "us-east-1",
@@ -83,6 +84,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
         self._store = CodeStore(os.path.join(self.state_dir, "code"), key=code_key, key_file=code_key_file)
         self._disable = frozenset(disable)
         self._functions: dict[str, _Function] = {}
+        self._layers: dict = {}            # layer name -> {version: LayerVersion}
         self._lock = threading.RLock()
         self._closed = False
         self._epoch = 0          # bumped on every control-plane change: invalidates _routes
@@ -110,7 +112,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
     @audited("CreateFunction")
     def create_function(self, name, code, handler, runtime="python3", memory_mb=128, timeout_s=3,
                         environment=None, ephemeral_storage_mb=512, policy="default", network="none",
-                        description="", publish=False, role=None) -> FunctionConfiguration:
+                        description="", publish=False, role=None, layers=None) -> FunctionConfiguration:
         """`role`: the execution role, a callable returning temporary
         credentials (credentials.Credentials or boto3's dict); environments get
         them as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN and
@@ -121,12 +123,18 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
                                   policy=policy, network=network, description=description, role=role)
         package = self._store.put(code)
         with self._lock:
-            self._check_open()
-            if name in self._functions:
+            try:
+                self._check_open()
+                if name in self._functions:
+                    raise ResourceConflictException(f"Function already exist: {name}")
+                stack = self._resolve_layers(layers, package)
+            except BaseException:
                 self._store.release(package.sha256)
-                raise ResourceConflictException(f"Function already exist: {name}")
+                raise
             latest = FunctionConfiguration(function_name=name, function_arn=self.function_arn(name),
-                                           version=LATEST, code=package, **settings)
+                                           version=LATEST, code=package, layers=stack, **settings)
+            for layer in stack:
+                self._store.retain(layer.code.sha256)
             self._functions[name] = _Function(uuid.uuid4().hex, latest, {})   # holds put()'s reference
             self._epoch += 1
             return self._publish(name) if publish else latest
@@ -148,6 +156,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
     def update_function_configuration(self, name, **changes) -> FunctionConfiguration:
         allowed = {"handler", "runtime", "memory_mb", "timeout_s", "environment", "ephemeral_storage_mb",
                    "policy", "network", "description", "role"}
+        layers = changes.pop("layers", None)
         unknown = set(changes) - allowed
         if unknown:
             raise TypeError(f"update_function_configuration: unknown setting(s) {sorted(unknown)}")
@@ -158,6 +167,8 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
             merged["environment"] = dict(current.environment)
             merged.update(changes)
             settings = check_settings(**merged)
+            if layers is not None:
+                settings["layers"] = self._resolve_layers(layers, current.code)
             self._replace_latest(function, current.updated(**settings))
             return function.latest
 
@@ -195,7 +206,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
                 self._event_configs = {k: v for k, v in self._event_configs.items() if k[0] != name}
                 self._epoch += 1
                 for fc in [function.latest, *function.versions.values()]:
-                    self._release_code(fc.code)
+                    self._release_config(fc)
                 uid = function.uid
                 self._manager.set_reserved(uid, None)
                 self._manager.drain(lambda key: key[0] == uid)
@@ -208,7 +219,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
             fc = function.versions.pop(str(qualifier), None)
             if fc is None:
                 raise ResourceNotFoundException(f"Function not found: {self.function_arn(name)}:{qualifier}")
-            self._release_code(fc.code)
+            self._release_config(fc)
             self._manager.drain(lambda key: key[:2] == (function.uid, fc.version))
 
     # -- data plane -------------------------------------------------------------------
@@ -356,27 +367,35 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
             credentials = fetch_credentials(fc.role, fc.function_name) if fc.role is not None else None
             # The code is decrypted into a tree only now, for as long as the pool lives.
             code_path = self._store.materialize(fc.code.sha256)
+            merged = opt_path = None
             try:
+                if fc.layers:
+                    merged, opt_path = merge_layers(self._store, fc.layers)
                 pool, _ = self._manager.pool(key, lambda: build_spec(
                     fc, code_path, region=self.region, max_lifetime_s=self.max_lifetime_s, disable=self._disable,
-                    init_timeout_s=self.init_timeout_s, credentials=credentials))
+                    init_timeout_s=self.init_timeout_s, credentials=credentials, layers_dir=opt_path))
             except BaseException:
                 self._store.dematerialize(fc.code.sha256)
+                if merged is not None:
+                    self._store.dematerialize(merged.sha256)
                 raise
             pool.code = fc.code
+            pool.layers_code = merged
             pool.retire_at = credentials.retire_at() if credentials is not None else None
             return fc, pool
 
     def _pool_gone(self, pool) -> None:
         self._store.dematerialize(pool.code.sha256)
+        if getattr(pool, "layers_code", None) is not None:
+            self._store.dematerialize(pool.layers_code.sha256)
 
     def _replace_latest(self, function: _Function, latest: FunctionConfiguration) -> None:
         old = function.latest
         function.latest = latest
         function.generation += 1
         self._epoch += 1
-        self._store.retain(latest.code.sha256)
-        self._release_code(old.code)
+        self._retain_config(latest)
+        self._release_config(old)
         uid, generation = function.uid, function.generation
         self._manager.drain(lambda key: key[0] == uid and key[1] == LATEST and key[2] < generation)
 
@@ -391,8 +410,16 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI):
         fc = function.latest.updated(version=version, description=description or function.latest.description)
         function.versions[version] = fc
         self._epoch += 1
-        self._store.retain(fc.code.sha256)
+        self._retain_config(fc)
         return fc
 
-    def _release_code(self, package) -> None:
-        self._store.release(package.sha256)
+    def _retain_config(self, fc: FunctionConfiguration) -> None:
+        """A kept configuration holds its code and layers."""
+        self._store.retain(fc.code.sha256)
+        for layer in fc.layers:
+            self._store.retain(layer.code.sha256)
+
+    def _release_config(self, fc: FunctionConfiguration) -> None:
+        self._store.release(fc.code.sha256)
+        for layer in fc.layers:
+            self._store.release(layer.code.sha256)
