@@ -27,6 +27,17 @@ static int wait_for(int want_write_fd, int resp_fd, int log_fd, int pid_fd, int 
     return n;
 }
 
+/* What a wait found, as sbx_channel_event bits (the answer's readiness, ev[0],
+ * is the caller's business), SBX_CH_TIMEOUT, or -errno. */
+static int wait_result(int n, const short *ev)
+{
+    if (n < 0)
+        return n;
+    if (n == 0)
+        return SBX_CH_TIMEOUT;
+    return (ev[1] ? SBX_CH_LOG : 0) | (ev[2] ? SBX_CH_EXIT : 0);
+}
+
 int sbx_channel_exchange(int req_fd, const char *frame, size_t len, size_t *written,
                          int resp_fd, int log_fd, int pid_fd, int timeout_ms, int spin_us,
                          char *buf, size_t cap, long *got)
@@ -50,16 +61,9 @@ int sbx_channel_exchange(int req_fd, const char *frame, size_t len, size_t *writ
         if (w < 0 && errno != EAGAIN)
             return -errno;
         n = wait_for(req_fd, resp_fd, log_fd, pid_fd, timeout_ms, ev);
-        if (n < 0)
-            return n;
-        if (n == 0)
-            return SBX_CH_TIMEOUT;
-        if (ev[1])
-            result |= SBX_CH_LOG;
-        if (ev[2])
-            result |= SBX_CH_EXIT;
+        result = wait_result(n, ev);
         if (result)
-            return result;
+            return result;   /* output to drain, an exit, a timeout or an error: room alone means write on */
     }
     /* A short spin before sleeping: when the runtime answers within a few
      * tens of microseconds (it runs on another CPU), this thread is still
@@ -80,14 +84,9 @@ int sbx_channel_exchange(int req_fd, const char *frame, size_t len, size_t *writ
     } else {
         n = wait_for(-1, resp_fd, log_fd, pid_fd, timeout_ms, ev);
     }
-    if (n < 0)
-        return n;
-    if (n == 0)
-        return SBX_CH_TIMEOUT;
-    if (ev[1])
-        result |= SBX_CH_LOG;
-    if (ev[2])
-        result |= SBX_CH_EXIT;
+    result = wait_result(n, ev);
+    if (result < 0 || result == SBX_CH_TIMEOUT)
+        return result;
     /* Read the answer when it is there -- and after an exit too: an answer
      * written just before the runtime ended still counts. */
     if (ev[0] || ev[2]) {

@@ -145,6 +145,23 @@ def assert_no_leaks(before: LeakSnapshot, netns_before: set | None = None) -> No
     assert not problems, "; ".join(problems)
 
 
+def leak_checked_runtime(**kwargs):
+    """A sandbox.Runtime for a module-scoped fixture (use as a generator:
+    `yield from conftest.leak_checked_runtime(...)`): after it is closed, its
+    state directory is gone and nothing of it is left (assert_no_leaks)."""
+    import sandbox
+
+    _drain_supervisor()
+    before, netns = LeakSnapshot(), _net_namespaces_held()
+    runtime = sandbox.Runtime(**kwargs)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+    assert not os.path.exists(runtime.state_dir)
+    assert_no_leaks(before, netns)
+
+
 class RecordingSink:
     """A function log sink that keeps every InvocationLog by request id."""
 

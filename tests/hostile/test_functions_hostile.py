@@ -32,14 +32,9 @@ def sink():
 
 @pytest.fixture(scope="module")
 def rt(sink):
-    conftest._drain_supervisor()
-    before, netns = conftest.LeakSnapshot(), conftest._net_namespaces_held()
-    runtime = sandbox.Runtime(log_sink=sink, max_environments=24)
-    runtime.create_function("canary", CODE, "app.handler", memory_mb=128, timeout_s=3)
-    yield runtime
-    runtime.close()
-    assert not os.path.exists(runtime.state_dir)
-    conftest.assert_no_leaks(before, netns)
+    for runtime in conftest.leak_checked_runtime(log_sink=sink, max_environments=24):
+        runtime.create_function("canary", CODE, "app.handler", memory_mb=128, timeout_s=3)
+        yield runtime
 
 
 @pytest.fixture(autouse=True)
