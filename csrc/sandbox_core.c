@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -655,7 +656,25 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
     exec_command(p, &lp, error_fd);
 }
 
+/* One sbx_spawn at a time per process.  Between its pipe2() and the close of
+ * the child's ends, those ends are open in the supervisor; a sandbox cloned
+ * by another thread in that window would hold a copy -- of the error pipe's
+ * write end, for one, and the launcher would then wait for an end of file
+ * that only comes when that other sandbox closes it. */
+static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out);
+
 int sbx_spawn(const struct sbx_plan *plan, struct sbx_spawn *out)
+{
+    int rc;
+    pthread_mutex_lock(&spawn_lock);
+    rc = spawn_locked(plan, out);
+    pthread_mutex_unlock(&spawn_lock);
+    return rc;
+}
+
+static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out)
 {
     struct sbx_clone_args args;
     int error_pipe[2], sync_pipe[2], control[2] = {-1, -1}, pidfd = -1, saved;
