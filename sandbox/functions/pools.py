@@ -74,9 +74,11 @@ class EnvironmentPool:
         return env, outcome
 
     def release(self, env: Environment) -> None:
+        over = self._manager.over_reserved(env.function)   # the manager's lock before, never inside, ours
         with self._lock:
             self._busy.discard(env)
-            keep = env.alive and not env.tainted and not self.draining and not self._manager.expired(env)
+            keep = env.alive and not env.tainted and not self.draining and not self._manager.expired(env) \
+                and not over
             if keep:
                 self._idle.append(env)
         if not keep:
@@ -98,8 +100,11 @@ class EnvironmentPool:
     def take_idle(self, predicate) -> list[Environment]:
         """Remove and return idle environments for which predicate(env) holds."""
         with self._lock:
-            taken = [e for e in self._idle if predicate(e)]
-            self._idle = [e for e in self._idle if not predicate(e)] if taken else self._idle
+            taken, kept = [], []
+            for env in self._idle:   # the predicate is asked once per environment (it may count)
+                (taken if predicate(env) else kept).append(env)
+            if taken:
+                self._idle = kept
         return taken
 
     def oldest_idle(self) -> Environment | None:
@@ -217,12 +222,29 @@ class EnvironmentManager:
                 self.destroy(victim[1])
 
     def set_reserved(self, function, count: int | None) -> None:
-        """Reserve `count` environments for a function (None: no reservation)."""
+        """Reserve `count` environments for a function (None: no reservation).
+        Idle environments over a lowered count end now; busy ones when their
+        invocation ends (release)."""
         with self._lock:
             if count is None:
                 self._reserved.pop(function, None)
             else:
                 self._reserved[function] = count
+            pools = [p for p in self._pools.values() if p.key[0] == function]
+            excess = [self._live_by_function.get(function, 0) - count] if count is not None else [0]
+
+        def surplus(env):
+            excess[0] -= 1
+            return excess[0] >= 0
+
+        for pool in pools:
+            for env in pool.take_idle(surplus):
+                self.destroy(env)
+
+    def over_reserved(self, function) -> bool:
+        with self._lock:
+            reserved = self._reserved.get(function)
+            return reserved is not None and self._live_by_function.get(function, 0) > reserved
 
     def reserved_total(self, excluding=None) -> int:
         with self._lock:

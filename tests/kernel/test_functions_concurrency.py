@@ -96,3 +96,16 @@ def test_bad_reserved_values_are_refused(code, bad, no_leaks):
         rt.create_function("f", code, "app.handler", memory_mb=1769)
         with pytest.raises(InvalidParameterValueException):
             rt.put_function_concurrency("f", bad)
+
+
+def test_lowering_the_reservation_ends_warm_environments_over_it(code, no_leaks):
+    with sandbox.Runtime() as rt:
+        rt.create_function("f", code, "app.handler", memory_mb=1769)
+        concurrently(rt, [("f", 0.5)] * 3)
+        assert rt._manager.live == 3
+        rt.put_function_concurrency("f", 1)
+        assert rt._manager.live == 1                      # two idle environments over the new cap ended
+        rt.put_function_concurrency("f", 0)
+        assert rt._manager.live == 0
+        with pytest.raises(TooManyRequestsException):    # a warm environment does not get around 0
+            rt.invoke("f", b"{}")
