@@ -98,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_policy_commands(sub)
     from .audit_cli import add_audit_commands
+    from .http.cli import add_serve_command
 
     add_audit_commands(sub)
+    add_serve_command(sub)
     return parser
 
 
