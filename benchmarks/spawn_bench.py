@@ -50,22 +50,24 @@ def make_runners(payload):
     return runners
 
 
+def interleave(runners, rounds, warmup):
+    """Run every runner once per round, in an order that rotates each round, so
+    machine drift is shared; return {name: [ms per call]} without the warm-up."""
+    names = list(runners)
+    times = {n: [] for n in names}
+    for r in range(warmup + rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            runners[name]()
+            elapsed = time.perf_counter() - start
+            if r >= warmup:
+                times[name].append(elapsed * 1e3)
+    return times
+
+
 def measure(payloads, rounds, warmup):
-    results = {}
-    for label, payload in payloads.items():
-        runners = make_runners(payload)
-        names = list(runners)
-        times = {n: [] for n in names}
-        for r in range(warmup + rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            for name in order:
-                start = time.perf_counter()
-                runners[name]()
-                elapsed = time.perf_counter() - start
-                if r >= warmup:
-                    times[name].append(elapsed * 1e3)
-        results[label] = times
-    return results
+    return {label: interleave(make_runners(payload), rounds, warmup) for label, payload in payloads.items()}
 
 
 def pct(values, q):
@@ -73,21 +75,29 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def spread(ts):
+    """Median and p10-p90 of samples in ms."""
+    return {"median_ms": statistics.median(ts), "p10_ms": pct(ts, 0.1), "p90_ms": pct(ts, 0.9), "n": len(ts)}
+
+
+def paired_ratio(a, b):
+    """a / b computed round by round (the two lists come from the same
+    interleaved rounds): median with its p10-p90 spread, and the median delta."""
+    ratios = [x / y for x, y in zip(a, b)]
+    deltas = [x - y for x, y in zip(a, b)]
+    return {"ratio_median": statistics.median(ratios), "ratio_p10": pct(ratios, 0.1),
+            "ratio_p90": pct(ratios, 0.9), "delta_median_ms": statistics.median(deltas)}
+
+
 def summarize(results):
     rows = []
     for label, times in results.items():
         for name, ts in times.items():
-            rows.append({"payload": label, "tool": name, "median_ms": statistics.median(ts),
-                         "p10_ms": pct(ts, 0.1), "p90_ms": pct(ts, 0.9), "n": len(ts)})
-        sb = times["sandbox"]
+            rows.append({"payload": label, "tool": name, **spread(ts)})
         for base in ("subprocess", "bwrap"):
-            if base not in times:
-                continue
-            ratios = [a / b for a, b in zip(sb, times[base])]
-            deltas = [a - b for a, b in zip(sb, times[base])]
-            rows.append({"payload": label, "tool": f"sandbox / {base}", "ratio_median": statistics.median(ratios),
-                         "ratio_p10": pct(ratios, 0.1), "ratio_p90": pct(ratios, 0.9),
-                         "delta_median_ms": statistics.median(deltas)})
+            if base in times:
+                rows.append({"payload": label, "tool": f"sandbox / {base}",
+                             **paired_ratio(times["sandbox"], times[base])})
     return rows
 
 
