@@ -4,6 +4,7 @@
 #include "channel.h"
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,6 +76,8 @@ int sbx_channel_exchange(int req_fd, const char *frame, size_t len, size_t *writ
             n = wait_for(-1, resp_fd, log_fd, pid_fd, 0, ev);
             if (n != 0)
                 break;
+            /* If the runtime shares this CPU, let it run now rather than after the spin. */
+            sched_yield();
             clock_gettime(CLOCK_MONOTONIC, &now);
             if ((now.tv_sec - start.tv_sec) * 1000000L + (now.tv_nsec - start.tv_nsec) / 1000 >= spin_us)
                 break;

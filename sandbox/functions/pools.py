@@ -242,6 +242,8 @@ class EnvironmentManager:
                 self.destroy(env)
 
     def over_reserved(self, function) -> bool:
+        if function not in self._reserved:   # the common case, without the lock (a dict lookup is atomic)
+            return False
         with self._lock:
             reserved = self._reserved.get(function)
             return reserved is not None and self._live_by_function.get(function, 0) > reserved
