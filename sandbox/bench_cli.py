@@ -8,7 +8,6 @@ could not run (e.g. not a source checkout; the reason goes to stderr).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 EXIT_OK, EXIT_INVALID = 0, 2

@@ -6,7 +6,6 @@ rotating order (spawn_bench.interleave), and each rung's ratio to the plain
 process and to the rung below is computed round by round."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
