@@ -47,7 +47,7 @@ def growth(limit: int, probes: int = 5, min_available_mib: int = 1024) -> dict:
     sb = spawn_bench()
     sleeper = sandbox.Config(memory_mb=16, pids=4)
     probe_config = sandbox.Config()
-    live, rows, spawn_ms = [], [], []
+    live, rows, spawn_ms, cgroup_dirs = [], [], [], []
     stopped_early = None
     try:
         for point in checkpoints(limit):
@@ -56,8 +56,11 @@ def growth(limit: int, probes: int = 5, min_available_mib: int = 1024) -> dict:
                     stopped_early = f"stopped at {len(live)}: MemAvailable below {min_available_mib} MiB"
                     break
                 t = time.perf_counter()
-                live.append(sandbox.spawn(["sleep", "600"], sleeper, stdin=sandbox.DEVNULL))
+                box = sandbox.spawn(["sleep", "600"], sleeper, stdin=sandbox.DEVNULL)
                 spawn_ms.append((time.perf_counter() - t) * 1e3)
+                live.append(box)
+                if box._cgroup is not None:   # benchmark-only peek: its directories, for the leak check
+                    cgroup_dirs.extend(box._cgroup.dirs)
             if stopped_early:
                 break
             probe = []
@@ -78,7 +81,8 @@ def growth(limit: int, probes: int = 5, min_available_mib: int = 1024) -> dict:
         teardown_s = time.perf_counter() - start
     leftovers = [b.pid for b in live if os.path.exists(f"/proc/{b.pid}")]
     return {"limit": limit, "reached": len(live), "stopped_early": stopped_early, "rows": rows,
-            "teardown_seconds": teardown_s, "leftover_pids": leftovers}
+            "teardown_seconds": teardown_s, "leftover_pids": leftovers,
+            "cgroup_dirs": cgroup_dirs}
 
 
 def _available_mib() -> float:
@@ -93,9 +97,13 @@ def measure(seconds: float, limit: int) -> dict:
     out = {"rate": rate(seconds)}
     before = _sandbox_cgroups()   # after the first spawns: the supervisor's pre-made spares exist by now
     out["growth"] = growth(limit)
+    dirs = out["growth"].pop("cgroup_dirs")
     deadline = time.monotonic() + 5.0   # cgroups are removed after the reap, asynchronously
-    while _sandbox_cgroups() > before and time.monotonic() < deadline:
+    while any(os.path.isdir(d) for d in dirs) and time.monotonic() < deadline:
         time.sleep(0.1)
-    out["leak_check"] = {"sandbox_cgroups_before": before, "sandbox_cgroups_after": _sandbox_cgroups(),
-                         "leftover_pids": out["growth"]["leftover_pids"]}
+    out["leak_check"] = {"sleeper_cgroups_checked": len(dirs),
+                         "sleeper_cgroups_left": [d for d in dirs if os.path.isdir(d)],
+                         "leftover_pids": out["growth"]["leftover_pids"],
+                         # informational: the manager's spares and pre-made sandboxes per config stay
+                         "sandbox_cgroups_before": before, "sandbox_cgroups_after": _sandbox_cgroups()}
     return out

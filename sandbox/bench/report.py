@@ -96,8 +96,8 @@ def markdown(results: dict) -> str:
                    f"{s['median_ms']:.2f} ({s['p10_ms']:.2f}–{s['p90_ms']:.2f}) | {row['mem_available_mib']:,.0f} |")
     leak = ch["leak_check"]
     out += ["", f"All {growth['reached']} killed and reaped in {growth['teardown_seconds']:.2f} s; leak check: "
-            f"{len(leak['leftover_pids'])} leftover processes, sandbox cgroups {leak['sandbox_cgroups_before']} before → "
-            f"{leak['sandbox_cgroups_after']} after (the cgroup manager's spares and pre-made sandboxes stay).", ""]
+            f"{len(leak['leftover_pids'])} leftover processes, {len(leak['sleeper_cgroups_left'])} of the sleepers' "
+            f"{leak['sleeper_cgroups_checked']} cgroup directories left.", ""]
     return "\n".join(out)
 
 
