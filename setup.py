@@ -64,6 +64,7 @@ setup(
         "cryptography>=41",          # AES-GCM for code at rest
         "prometheus_client>=0.17",   # metrics in Prometheus text format
     ],
+    extras_require={"bench": ["matplotlib>=3.5"]},   # PNG plots of `sandbox bench`
     entry_points={"console_scripts": ["sandbox=sandbox.cli:main"]},
     zip_safe=False,
 )

@@ -98,9 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_policy_commands(sub)
     from .audit_cli import add_audit_commands
+    from .bench_cli import add_bench_command
     from .http.cli import add_serve_command
 
     add_audit_commands(sub)
+    add_bench_command(sub)
     add_serve_command(sub)
     return parser
 
