@@ -91,18 +91,22 @@ class Provisioner:
                     return
                 configs = list(self._configs.values())
             for config in configs:
-                self._top_up(config)
+                # Start what is missing back to back (one at a time: cold starts
+                # in parallel on a small machine only slow each other down).
+                while self._top_up(config):
+                    pass
             with self._lock:
                 if self._closed:
                     return
                 self._lock.wait(CHECK_INTERVAL_S)
 
-    def _top_up(self, config: ProvisionedConfig) -> None:
+    def _top_up(self, config: ProvisionedConfig) -> bool:
+        """Start one missing environment; True when another may be needed."""
         try:
             pool = config.pool_for()
         except Exception as exc:
             config.status, config.reason = "FAILED", str(exc)
-            return
+            return False
         pool.provisioned_target = config.requested
         alive = pool.provisioned()
         config.allocated = min(alive, config.requested)
@@ -111,9 +115,10 @@ class Provisioner:
                                      requested=config.requested)
         if alive >= config.requested:
             config.status, config.reason = "READY", None
-            return
-        if time.monotonic() < config.retry_at or self._closed:
-            return
+            return False
+        if time.monotonic() < config.retry_at or self._closed or self._configs.get(
+                (config.function, config.qualifier)) is not config:
+            return False
         config.status = "IN_PROGRESS" if config.status != "FAILED" else config.status
         try:
             env, outcome = pool.start(provisioned=True)
@@ -121,13 +126,15 @@ class Provisioner:
             config.status, config.reason = "FAILED", f"{type(exc).__name__}: {exc}"
             config.retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
             log.warning("provisioned concurrency for %s:%s: %s", config.function, config.qualifier, config.reason)
-            return
+            return False
         if outcome.kind != "ready":
             config.status = "FAILED"
             config.reason = f"an environment failed to initialize ({outcome.kind}): {outcome.body[:200]!r}"
             config.retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
-            return
+            return False
         pool.release(env)   # ready and idle: invocations take it like any other
         config.allocated = min(pool.provisioned(), config.requested)
         if config.allocated >= config.requested:
             config.status, config.reason = "READY", None
+            return False
+        return True
