@@ -13,7 +13,6 @@ in memory.
 """
 from __future__ import annotations
 
-import datetime
 import heapq
 import itertools
 import json
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidParameterValueException, LambdaError, ResourceNotFoundException, \
     ServiceException, TooManyRequestsException
+from .models import log_time
 
 MAX_EVENT_PAYLOAD = 1024 * 1024          # Lambda's asynchronous payload cap (1 MB)
 log = logging.getLogger("sandbox.functions.events")
@@ -250,7 +250,7 @@ def invocation_record(event: Event, condition: str, error, result) -> dict:
         request_payload = event.payload.decode("utf-8", "replace")
     record = {
         "version": "1.0",
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "timestamp": log_time(),
         "requestContext": {"requestId": event.request_id, "functionArn": event.function_arn,
                            "condition": condition, "approximateInvokeCount": event.invoke_count},
         "requestPayload": request_payload,

@@ -2,17 +2,18 @@
 turn the outcome into Lambda's result and error shapes, write the logs."""
 from __future__ import annotations
 
-import datetime
 import os
 import random
 import time
 from dataclasses import dataclass
 
 from . import logs
-from .errors import InvalidRequestContentException, RequestTooLargeException, ServiceException, \
-    TooManyRequestsException
+from .errors import InvalidParameterValueException, InvalidRequestContentException, RequestTooLargeException, \
+    ServiceException, TooManyRequestsException
+from .models import log_time
 from .runtime import fastjson
 from .runtime.wire import MAX_PAYLOAD
+from .spec import PYTHON_VERSION, log_stream_name
 
 MAX_TRACE_ID = 2048   # an X-Ray trace header is well under this
 MAX_CLIENT_CONTEXT = 3583  # Lambda's limit (bytes of JSON)
@@ -48,8 +49,6 @@ class Invoker:
 
     def invoke(self, name, payload, qualifier, log_type, client_context, trace_id, request_id=None) -> InvokeResult:
         if log_type not in (None, "None", "Tail"):
-            from .errors import InvalidParameterValueException
-
             raise InvalidParameterValueException(f"LogType must be None or Tail, got {log_type!r}")
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise InvalidRequestContentException("Payload must be bytes")
@@ -63,8 +62,6 @@ class Invoker:
         context = _client_context(client_context) if client_context is not None else b""
         if trace_id is not None and (not isinstance(trace_id, str) or len(trace_id) > MAX_TRACE_ID
                                      or not trace_id.isascii() or not trace_id.isprintable()):
-            from .errors import InvalidParameterValueException
-
             raise InvalidParameterValueException(f"trace_id must be printable ASCII of at most {MAX_TRACE_ID} "
                                                  "characters")
         fc, pool, arn = self._runtime._route(name, qualifier)
@@ -131,8 +128,6 @@ class Invoker:
 
     # -- logs -----------------------------------------------------------------------
     def _init_start(self) -> str:
-        from .spec import PYTHON_VERSION
-
         return logs.init_start_line(logs.RUNTIME_VERSION.format(version=PYTHON_VERSION), self._runtime.region,
                                     "sandbox")
 
@@ -146,7 +141,7 @@ class Invoker:
         if outcome.output and not outcome.output.endswith(b"\n"):
             parts.append("\n")
         if outcome.kind == "timeout":
-            parts.append(f"{_timestamp()} {request_id} Task timed out after {fc.timeout_s:.2f} seconds\n")
+            parts.append(f"{log_time()} {request_id} Task timed out after {fc.timeout_s:.2f} seconds\n")
         elif status == "error" and outcome.kind != "error":
             parts.append(f"RequestId: {request_id} Error: {_message(outcome, fc.timeout_s)}\n{error_type}\n")
         parts.append(logs.end_line(request_id))
@@ -158,8 +153,6 @@ class Invoker:
         return "".join(parts)
 
     def _emit(self, fc, env, request_id, text) -> None:
-        from .spec import log_stream_name
-
         record = logs.InvocationLog(fc.function_name, fc.version, request_id, f"/aws/lambda/{fc.function_name}",
                                     log_stream_name(fc.version, env.id), text)
         try:
@@ -229,6 +222,3 @@ def new_request_id() -> str:
 
 _random_bits = random.Random(os.urandom(32)).getrandbits
 
-
-def _timestamp() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

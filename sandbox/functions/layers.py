@@ -7,7 +7,6 @@ file replaces an earlier one's -- into one tree that is itself stored and
 bind-mounted at /opt.  Equal stacks share one merged tree."""
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import shutil
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 
 from .auditing import audited
 from .errors import InvalidParameterValueException, ResourceNotFoundException
+from .models import api_time
 
 MAX_LAYERS = 5
 MAX_TOTAL_UNZIPPED = 250 * 1024 * 1024    # function code and its layers together (Lambda's cap)
@@ -54,9 +54,7 @@ class LayersAPI:
             versions = self._layers.setdefault(name, {})
             number = max(versions, default=0) + 1
             layer = LayerVersion(name, number, f"arn:aws:lambda:{self.region}:{self.account_id}:layer:{name}:{number}",
-                                 package, description, tuple(compatible_runtimes or ()),
-                                 datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
-                                 + "+0000")
+                                 package, description, tuple(compatible_runtimes or ()), api_time())
             versions[number] = layer   # holds put()'s reference
             return layer
 

@@ -43,7 +43,7 @@ class FunctionConfiguration:
     role: object = None                        # execution-role credentials provider (credentials.py)
     layers: tuple = ()                         # LayerVersions, merged under /opt in this order
     revision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    last_modified: str = field(default_factory=lambda: _now())
+    last_modified: str = field(default_factory=lambda: api_time())
 
     def same_deployment(self, other: "FunctionConfiguration") -> bool:
         """True when code and configuration match (what decides whether a
@@ -79,11 +79,21 @@ class FunctionConfiguration:
         }
 
     def updated(self, **changes) -> "FunctionConfiguration":
-        return replace(self, revision_id=str(uuid.uuid4()), last_modified=_now(), **changes)
+        return replace(self, revision_id=str(uuid.uuid4()), last_modified=api_time(), **changes)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+def _utc_ms(suffix: str) -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + suffix
+
+
+def api_time() -> str:
+    """Now as the Lambda API writes LastModified/CreatedDate: 2024-01-01T00:00:00.000+0000."""
+    return _utc_ms("+0000")
+
+
+def log_time() -> str:
+    """Now as Lambda writes it in logs and invocation records: 2024-01-01T00:00:00.000Z."""
+    return _utc_ms("Z")
 
 
 # -- validation ---------------------------------------------------------------------

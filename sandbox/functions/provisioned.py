@@ -9,11 +9,12 @@ FAILED when an environment cannot be initialized (retried with backoff).
 """
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
+
+from .models import api_time
 
 log = logging.getLogger("sandbox.functions.provisioned")
 RETRY_AFTER_FAILURE_S = 5.0
@@ -30,8 +31,7 @@ class ProvisionedConfig:
     reason: str | None = None
     allocated: int = 0
     retry_at: float = 0.0
-    last_modified: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000")
+    last_modified: str = field(default_factory=api_time)
 
     def to_dict(self) -> dict:
         out = {"RequestedProvisionedConcurrentExecutions": self.requested,

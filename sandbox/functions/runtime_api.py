@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ..supervisor import default_supervisor
 from .errors import (InvalidParameterValueException, InvalidRequestContentException, RequestTooLargeException,
-                     ResourceConflictException, ResourceNotFoundException)
+                     ResourceConflictException, ResourceNotFoundException, ServiceException)
 from .events import MAX_EVENT_PAYLOAD, Event, EventQueue
 from .invoke import InvokeResult, Invoker, new_request_id
 from .layers import LayersAPI, merge_layers
@@ -311,8 +311,6 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
 
     def _check_open(self) -> None:
         if self._closed:
-            from .errors import ServiceException
-
             raise ServiceException("The runtime is closed")
 
     def _function(self, name) -> _Function:
