@@ -162,6 +162,24 @@ def leak_checked_runtime(**kwargs):
     assert_no_leaks(before, netns)
 
 
+def zip_of(files: dict) -> bytes:
+    """Zip bytes of {name: text}: a code package or layer for the function tests."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sink():
+    """One RecordingSink per test module (for a module-scoped Runtime's log_sink)."""
+    return RecordingSink()
+
+
 class RecordingSink:
     """A function log sink that keeps every InvocationLog by request id."""
 

@@ -26,11 +26,6 @@ MAX_LOG_KEPT = 2 << 20          # the supervisor keeps ~1 MiB of output per invo
 
 
 @pytest.fixture(scope="module")
-def sink():
-    return conftest.RecordingSink()
-
-
-@pytest.fixture(scope="module")
 def rt(sink):
     for runtime in conftest.leak_checked_runtime(log_sink=sink, max_environments=24):
         runtime.create_function("canary", CODE, "app.handler", memory_mb=128, timeout_s=3)

@@ -1,14 +1,12 @@
 """Layers on real sandboxes: published versions, stacked read-only under /opt
 in order (a later layer's file wins), importable from /opt/python, at most 5,
 under the combined size cap, kept by functions after the layer is deleted."""
-import io
 import json
-import zipfile
 
 import pytest
 
 import sandbox
-from conftest import requires_sandbox_privileges
+from conftest import requires_sandbox_privileges, zip_of
 from sandbox.functions import InvalidParameterValueException
 
 pytestmark = [pytest.mark.kernel, requires_sandbox_privileges()]
@@ -20,13 +18,6 @@ def handler(event, context):
 """
 
 
-def layer_zip(files: dict) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return out.getvalue()
-
 
 @pytest.fixture
 def rt(tmp_path, no_leaks):
@@ -37,9 +28,9 @@ def rt(tmp_path, no_leaks):
 
 
 def test_layers_stack_in_order_under_opt(rt):
-    base = rt.publish_layer_version("base", layer_zip({"python/shared.py": "WHO = 'base'\n", "note.txt": "base",
+    base = rt.publish_layer_version("base", zip_of({"python/shared.py": "WHO = 'base'\n", "note.txt": "base",
                                                       "bin/tool": "#!/bin/sh\n"}))
-    override = rt.publish_layer_version("override", layer_zip({"python/shared.py": "WHO = 'override'\n"}))
+    override = rt.publish_layer_version("override", zip_of({"python/shared.py": "WHO = 'override'\n"}))
     assert base.version == 1 and base.to_dict()["LayerVersionArn"].endswith(":layer:base:1")
     fc = rt.create_function("f", rt.code, "app.handler", memory_mb=1769, layers=[base.arn, override.arn])
     assert [layer["Arn"] for layer in fc.to_dict()["Layers"]] == [base.arn, override.arn]
@@ -53,7 +44,7 @@ def test_layers_stack_in_order_under_opt(rt):
 
 
 def test_layer_limits_and_bad_references(rt):
-    layers = [rt.publish_layer_version("l", layer_zip({f"f{i}": "x"})).arn for i in range(6)]
+    layers = [rt.publish_layer_version("l", zip_of({f"f{i}": "x"})).arn for i in range(6)]
     with pytest.raises(InvalidParameterValueException):
         rt.create_function("f", rt.code, "app.handler", layers=layers)          # 6 > 5
     for bad in (["arn:aws:lambda:us-east-1:123456789012:layer:nope:1"], ["not-an-arn"],
@@ -61,7 +52,7 @@ def test_layer_limits_and_bad_references(rt):
         with pytest.raises(InvalidParameterValueException):
             rt.create_function("g", rt.code, "app.handler", layers=bad)
     with pytest.raises(InvalidParameterValueException):
-        rt.publish_layer_version("../bad", layer_zip({"a": "b"}))
+        rt.publish_layer_version("../bad", zip_of({"a": "b"}))
     with pytest.raises(InvalidParameterValueException):                     # same safety rules as function code
-        rt.publish_layer_version("evil", layer_zip({"../escape": "x"}))
+        rt.publish_layer_version("evil", zip_of({"../escape": "x"}))
     assert [v.version for v in rt.list_layer_versions("l")] == [6, 5, 4, 3, 2, 1]

@@ -41,11 +41,6 @@ ACCOUNT_ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 
 # -- fixtures -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def sink():
-    return conftest.RecordingSink()
-
-
-@pytest.fixture(scope="module")
 def rt(sink):
     for runtime in conftest.leak_checked_runtime(log_sink=sink, max_environments=24):
         yield runtime

@@ -5,7 +5,6 @@ type, Lambda's error classes, SigV4 refusals, body limits, and concurrency
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import socket
@@ -13,7 +12,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import zipfile
 
 import pytest
 
@@ -50,15 +48,8 @@ def layered(event, context):
 """
 
 
-def zipped(files: dict) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        for name, text in files.items():
-            z.writestr(name, text)
-    return buffer.getvalue()
 
-
-APP = zipped({"app.py": CODE})
+APP = conftest.zip_of({"app.py": CODE})
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +168,7 @@ def test_get_update_publish_versions_delete(lam):
 
     v1 = lam.publish_version(FunctionName="life", Description="first")
     assert v1["Version"] == "1" and v1["ResponseMetadata"]["HTTPStatusCode"] == 201
-    new_code = zipped({"app.py": "def handler(event, context):\n    return 'v2'\n"})
+    new_code = conftest.zip_of({"app.py": "def handler(event, context):\n    return 'v2'\n"})
     updated = lam.update_function_code(FunctionName="life", ZipFile=new_code)
     assert updated["CodeSha256"] != v1["CodeSha256"]
     with pytest.raises(lam.exceptions.PreconditionFailedException):
@@ -204,7 +195,7 @@ def test_get_update_publish_versions_delete(lam):
 
 
 def test_layers(lam):
-    layer = lam.publish_layer_version(LayerName="greeting", Content={"ZipFile": zipped({"greeting.txt": "hi"})})
+    layer = lam.publish_layer_version(LayerName="greeting", Content={"ZipFile": conftest.zip_of({"greeting.txt": "hi"})})
     assert layer["Version"] == 1
     create(lam, "layered", handler="app.layered", Layers=[layer["LayerVersionArn"]])
     assert lam.invoke(FunctionName="layered")["Payload"].read() == b'"hi"'
@@ -304,7 +295,7 @@ def test_oversized_body_is_refused_before_it_is_read(server):
     signed = _signed_headers(server, "POST", "/2015-03-31/functions/echo/invocations", b"")
     host, port = server.server_address[:2]
     with socket.create_connection((host, port), timeout=5) as s:
-        lines = [f"POST /2015-03-31/functions/echo/invocations HTTP/1.1"] + \
+        lines = ["POST /2015-03-31/functions/echo/invocations HTTP/1.1"] + \
             [f"{k}: {v}" for k, v in signed.items() if k.lower() != "content-length"] + \
             [f"Content-Length: {7 * 1024 * 1024}", "", ""]
         s.sendall("\r\n".join(lines).encode())
