@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from .errors import ResourceNotFoundException
-from .models import LATEST
 from .auditing import audited
+from .errors import AccessDeniedException, ResourceNotFoundException
+from .models import LATEST
 from .names import split_name
-from .permissions import AccessDeniedException, Policy, make_statement
+from .permissions import Policy, make_statement
 
 
 class AccessAPI:

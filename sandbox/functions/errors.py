@@ -86,6 +86,16 @@ class TooManyRequestsException(_UserError):
         self.final = False   # True when retrying cannot help (reserved concurrency 0)
 
 
+class AccessDeniedException(_UserError):
+    error_type = "AccessDeniedException"
+    status_code = 403
+
+
+class PolicyLengthExceededException(_UserError):
+    error_type = "PolicyLengthExceededException"
+    status_code = 400
+
+
 class ProvisionedConcurrencyConfigNotFoundException(_UserError):
     error_type = "ProvisionedConcurrencyConfigNotFoundException"
     status_code = 404

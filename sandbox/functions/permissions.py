@@ -16,25 +16,13 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from .errors import InvalidParameterValueException, LambdaError, ResourceConflictException, \
-    ResourceNotFoundException
+from .errors import (InvalidParameterValueException, PolicyLengthExceededException, ResourceConflictException,
+                     ResourceNotFoundException)
 
 MAX_POLICY_BYTES = 20 * 1024          # Lambda's resource policy limit
 _STATEMENT_ID = re.compile(r"[a-zA-Z0-9_.-]{1,100}")
 _ACTION = re.compile(r"(lambda:[A-Za-z*]+|\*)")
 _ACCOUNT = re.compile(r"\d{12}")
-
-
-class AccessDeniedException(LambdaError):
-    error_type = "AccessDeniedException"
-    status_code = 403
-    kind = "User"
-
-
-class PolicyLengthExceededException(LambdaError):
-    error_type = "PolicyLengthExceededException"
-    status_code = 400
-    kind = "User"
 
 
 @dataclass(frozen=True)

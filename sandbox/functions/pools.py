@@ -30,6 +30,8 @@ class EnvironmentPool:
         self.draining = False
         self.retire_at: float | None = None   # monotonic time its environments must be gone by (credentials)
         self.provisioned_target = 0           # provisioned concurrency asked for (metrics: spillover)
+        self.code = None                      # the CodePackage its environments mount (materialized)
+        self.layers_code = None               # the merged layers' package at /opt, if any
 
     def acquire(self) -> Environment | None:
         """An idle environment, now busy; None when a new one must be started."""

@@ -384,7 +384,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
 
     def _pool_gone(self, pool) -> None:
         self._store.dematerialize(pool.code.sha256)
-        if getattr(pool, "layers_code", None) is not None:
+        if pool.layers_code is not None:
             self._store.dematerialize(pool.layers_code.sha256)
 
     def _replace_latest(self, function: _Function, latest: FunctionConfiguration) -> None:
