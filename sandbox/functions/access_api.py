@@ -6,7 +6,7 @@ import json
 
 from .auditing import audited
 from .errors import AccessDeniedException, ResourceNotFoundException
-from .models import LATEST
+from .models import LATEST, check_revision
 from .names import split_name
 from .permissions import Policy, make_statement
 
@@ -15,25 +15,30 @@ class AccessAPI:
     # -- resource policies ---------------------------------------------------------------
     @audited("AddPermission")
     def add_permission(self, name, statement_id, action, principal, source_arn=None, source_account=None,
-                       qualifier=None) -> dict:
+                       qualifier=None, revision_id=None) -> dict:
         """Allow `principal` to call `action` ("lambda:InvokeFunction") on the
-        function, or on one of its versions with `qualifier`."""
+        function, or on one of its versions with `qualifier`.  `revision_id`:
+        only if the function (version) still has this RevisionId."""
         with self._lock:
             function, key, resource = self._policy_target(name, qualifier)
+            check_revision(revision_id, self._policy_owner(function, key))
             statement = make_statement(statement_id, action, principal, resource, source_arn, source_account)
             function.policies.setdefault(key, Policy()).add(statement)
+            self._revise_policy_owner(function, key)
             return {"Statement": json.dumps(statement.to_dict(), separators=(",", ":"))}
 
     @audited("RemovePermission")
-    def remove_permission(self, name, statement_id, qualifier=None) -> None:
+    def remove_permission(self, name, statement_id, qualifier=None, revision_id=None) -> None:
         with self._lock:
             function, key, _ = self._policy_target(name, qualifier)
             policy = function.policies.get(key)
             if policy is None:
                 raise ResourceNotFoundException("No policy is associated with the given resource.")
+            check_revision(revision_id, self._policy_owner(function, key))
             policy.remove(statement_id)
             if not policy.statements:
                 del function.policies[key]
+            self._revise_policy_owner(function, key)
 
     def get_policy(self, name, qualifier=None) -> dict:
         with self._lock:
@@ -41,7 +46,20 @@ class AccessAPI:
             policy = function.policies.get(key)
             if policy is None:
                 raise ResourceNotFoundException("The resource you requested does not exist.")
-            return {"Policy": policy.to_json(), "RevisionId": policy.revision_id}
+            # The policy's RevisionId is its function's (version's), as Lambda's is.
+            return {"Policy": policy.to_json(), "RevisionId": self._policy_owner(function, key).revision_id}
+
+    @staticmethod
+    def _policy_owner(function, key):
+        return function.latest if key is None else function.versions[key]
+
+    def _revise_policy_owner(self, function, key) -> None:
+        """A policy change is a change of the function (version): a new RevisionId."""
+        if key is None:
+            function.latest = function.latest.revised()
+        else:
+            function.versions[key] = function.versions[key].revised()
+        self._epoch += 1
 
     def _policy_target(self, name, qualifier):
         base, qualifier = split_name(name, qualifier, self.region, self.account_id)

@@ -30,7 +30,10 @@ def acting_as(principal: str | None):
 
 def audited(action: str):
     """Record every call of the decorated Runtime method -- its arguments
-    (redacted by the log), Success or Failure -- under Lambda's action name."""
+    (redacted by the log), Success or Failure -- under Lambda's action name.
+    These are the calls that change the control plane, so with a state
+    directory (state_store.py) each success is saved right after it, and a
+    change that could not be saved is refused before it is made."""
     def wrap(method):
         signature = inspect.signature(method)
 
@@ -41,7 +44,13 @@ def audited(action: str):
                 parameters = {k: v for k, v in bound.arguments.items() if k != "self"}
             except TypeError:
                 parameters = {"args": args, "kwargs": kwargs}   # the call itself will say what is wrong
+            state = getattr(self, "_state", None)
             with self._audit.audited(action, parameters, caller=current_caller()):
-                return method(self, *args, **kwargs)
+                if state is not None:
+                    state.check_call(parameters)
+                result = method(self, *args, **kwargs)
+            if state is not None:
+                state.save(self)        # outside the record: the call did succeed even if the save fails
+            return result
         return call
     return wrap

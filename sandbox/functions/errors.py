@@ -99,3 +99,9 @@ class PolicyLengthExceededException(_UserError):
 class ProvisionedConcurrencyConfigNotFoundException(_UserError):
     error_type = "ProvisionedConcurrencyConfigNotFoundException"
     status_code = 404
+
+
+class PreconditionFailedException(_UserError):
+    """A RevisionId that is not the resource's current one (412)."""
+    error_type = "PreconditionFailedException"
+    status_code = 412

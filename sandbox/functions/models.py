@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field, fields, replace
 
 from .credentials import check_provider
-from .errors import InvalidParameterValueException
+from .errors import InvalidParameterValueException, PreconditionFailedException
 from .spec import PYTHON_VERSION, RESERVED_VARIABLES
 
 LATEST = "$LATEST"
@@ -80,6 +80,22 @@ class FunctionConfiguration:
 
     def updated(self, **changes) -> "FunctionConfiguration":
         return replace(self, revision_id=str(uuid.uuid4()), last_modified=api_time(), **changes)
+
+    def revised(self) -> "FunctionConfiguration":
+        """The same configuration under a new RevisionId: for changes that
+        touch the function but not this object's fields (its resource
+        policy, a publish)."""
+        return replace(self, revision_id=str(uuid.uuid4()))
+
+
+def check_revision(given: str | None, current: "FunctionConfiguration") -> None:
+    """RevisionId preconditions (UpdateFunctionCode/Configuration,
+    PublishVersion, Add/RemovePermission): the caller holds the runtime's
+    lock, so the check and the change it guards are one step."""
+    if given is not None and given != current.revision_id:
+        raise PreconditionFailedException(
+            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API "
+            "to retrieve the latest Revision Id")
 
 
 def _utc_ms(suffix: str) -> str:

@@ -72,7 +72,7 @@ class CodeStore:
 
     def __init__(self, root, *, key: bytes | None = None, key_file=None,
                  max_zipped: int = 50 * 1024 * 1024, max_unzipped: int = 250 * 1024 * 1024,
-                 max_entries: int = 100_000):
+                 max_entries: int = 100_000, defer_removal: bool = False):
         given_key = sealed.load_key(key=key, key_file=key_file)   # checked before touching the disk
         self.root = os.path.abspath(os.fspath(root))
         os.makedirs(os.path.dirname(self.root), exist_ok=True)
@@ -89,6 +89,10 @@ class CodeStore:
         self._changed = threading.Condition(self._lock)   # a materialization ended
         self._stored: dict[str, _Stored] = {}
         self._by_upload: dict[str, str] = {}   # code_sha256 -> sha256, skips re-extracting
+        # With a persistent state (state_store.py) a blob outlives its last reference until a saved
+        # state no longer names it: a crash between the two must not leave the state naming a lost blob.
+        self._defer_removal = defer_removal
+        self._removed: set[str] = set()        # addresses whose blob awaits flush_removed()
 
     # -- packages -------------------------------------------------------------------
     def put(self, source) -> CodePackage:
@@ -139,6 +143,67 @@ class CodeStore:
         with self._lock:
             doomed = self._take_out(sha256)
         _remove_trees(doomed)
+
+    # -- persistence (state_store.py) ----------------------------------------------------
+    def adopt(self, package: CodePackage) -> None:
+        """Take one reference to a blob a previous process stored here (its
+        package as the state recorded it).  The blob must be ours and sealed
+        under this store's key: its header and first segment are checked
+        now, the rest when it is materialized.  CodeIntegrityError otherwise."""
+        _check_address(package.sha256)
+        with self._lock:
+            record = self._stored.get(package.sha256)
+            if record is not None:
+                record.refs += 1
+                self._by_upload.setdefault(package.code_sha256, package.sha256)
+                return
+        blob = os.path.join(self._blobs, f"{package.sha256}.blob")
+        try:
+            fd = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise CodeIntegrityError(f"The stored code blob {blob} of package {package.sha256} cannot be "
+                                     f"opened: {exc.strerror}") from None
+        try:
+            sealed.BlobReader(fd, self._key, package.sha256, blob).read(1)   # authenticates segment 0
+        finally:
+            os.close(fd)
+        with self._lock:
+            record = self._stored.setdefault(package.sha256, _Stored(dataclasses.replace(package, path=None), blob))
+            record.refs += 1
+            self._by_upload.setdefault(package.code_sha256, package.sha256)
+
+    def sweep(self) -> list[str]:
+        """Remove what a previous process left that no adopted package owns:
+        blobs, half-sealed blobs, staging directories, plaintext trees.  Call
+        once, after adopt() and before any materialize(); returns the names
+        removed."""
+        removed = []
+        with self._lock:
+            keep = {os.path.basename(r.blob) for r in self._stored.values()}
+            for name in os.listdir(self._blobs):
+                if name not in keep:
+                    _remove_path(os.path.join(self._blobs, name))
+                    removed.append(f"blobs/{name}")
+            for name in os.listdir(self.root):
+                if name not in ("blobs", "code.key"):
+                    _remove_path(os.path.join(self.root, name))
+                    removed.append(name)
+        return removed
+
+    def flush_removed(self, still_named: set[str]) -> None:
+        """Unlink the blobs of removed packages (defer_removal) except those
+        stored again or named by the state just saved (`still_named`:
+        addresses); those wait for a later flush."""
+        with self._lock:
+            for sha256 in list(self._removed):
+                if sha256 in self._stored:
+                    self._removed.discard(sha256)      # stored again: the blob is live
+                elif sha256 not in still_named:
+                    self._removed.discard(sha256)
+                    try:
+                        os.unlink(os.path.join(self._blobs, f"{sha256}.blob"))
+                    except FileNotFoundError:
+                        pass
 
     # -- trees ------------------------------------------------------------------------
     def materialize(self, sha256: str) -> str:
@@ -244,10 +309,13 @@ class CodeStore:
         if record is None:
             return []
         self._changed.notify_all()   # waiters in materialize() find it gone
-        try:
-            os.unlink(record.blob)
-        except FileNotFoundError:
-            pass
+        if self._defer_removal:
+            self._removed.add(sha256)
+        else:
+            try:
+                os.unlink(record.blob)
+            except FileNotFoundError:
+                pass
         return self._rename_away(record.tree) if record.tree else []
 
     def _rename_away(self, tree: str) -> list[str]:
@@ -363,6 +431,13 @@ def _digest(archive) -> str:
 def _check_address(sha256: str) -> None:
     if not (isinstance(sha256, str) and len(sha256) == 64 and set(sha256) <= _ADDRESS_CHARS):
         raise ValueError(f"not a code package address: {sha256!r}")
+
+
+def _remove_path(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        checks.remove_tree(path)
+    else:
+        os.unlink(path)
 
 
 def _remove_trees(paths: list[str]) -> None:

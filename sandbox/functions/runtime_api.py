@@ -22,14 +22,14 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..supervisor import default_supervisor
-from .errors import (InvalidParameterValueException, InvalidRequestContentException, RequestTooLargeException,
-                     ResourceConflictException, ResourceNotFoundException, ServiceException)
+from .errors import (InvalidParameterValueException, InvalidRequestContentException, LambdaError,
+                     RequestTooLargeException, ResourceConflictException, ResourceNotFoundException, ServiceException)
 from .events import MAX_EVENT_PAYLOAD, Event, EventQueue
 from .invoke import InvokeResult, Invoker, new_request_id
 from .layers import LayersAPI, merge_layers
 from .metrics import Metrics
 from .logs import LoggerSink
-from .models import LATEST, FunctionConfiguration, check_function_name, check_settings
+from .models import LATEST, FunctionConfiguration, check_function_name, check_revision, check_settings
 from .packages import CodeStore
 from .access_api import AccessAPI
 from .audit import AuditLog
@@ -39,6 +39,7 @@ from .concurrency_api import ConcurrencyAPI
 from .events_api import EventAPI
 from .names import split_name
 from .provisioned import Provisioner
+from .state_store import StateStore
 from .pools import EnvironmentManager
 from .spec import INIT_TIMEOUT_S, RUNTIME_DIR, build_spec
 
@@ -81,7 +82,10 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="sandbox-runtime-")
         # Code at rest is AES-GCM encrypted: under code_key / code_key_file, or a generated 0600 key file.
-        self._store = CodeStore(os.path.join(self.state_dir, "code"), key=code_key, key_file=code_key_file)
+        self._store = CodeStore(os.path.join(self.state_dir, "code"), key=code_key, key_file=code_key_file,
+                                defer_removal=state_dir is not None)
+        # A state_dir given is kept: the control plane is saved there and restored from it (state_store.py).
+        self._state = StateStore(self.state_dir) if state_dir is not None else None
         self._disable = frozenset(disable)
         self._functions: dict[str, _Function] = {}
         self._layers: dict = {}            # layer name -> {version: LayerVersion}
@@ -107,6 +111,12 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
         self._events = EventQueue(self._invoke_for_event, self._event_config, pollers=event_pollers,
                                   retry_delays_s=async_retry_delays_s, throttle_backoff_s=async_throttle_backoff_s,
                                   dead_letter_dir=dead_letter_dir, metrics=self.metrics)
+        if self._state is not None:
+            try:
+                self._state.load(self)
+            except BaseException:
+                self.close()      # not saved: the state that failed to load stays as it was
+                raise
 
     # -- control plane --------------------------------------------------------------
     @audited("CreateFunction")
@@ -140,12 +150,15 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
             return self._publish(name) if publish else latest
 
     @audited("UpdateFunctionCode")
-    def update_function_code(self, name, code, publish=False) -> FunctionConfiguration:
+    def update_function_code(self, name, code, publish=False, revision_id=None) -> FunctionConfiguration:
+        """`revision_id`: change only if $LATEST's RevisionId is still this one
+        (else PreconditionFailedException), checked under the lock."""
         package = self._store.put(code)
         with self._lock:
             try:
                 function = self._function(name)
-            except ResourceNotFoundException:
+                check_revision(revision_id, function.latest)
+            except LambdaError:
                 self._store.release(package.sha256)
                 raise
             self._replace_latest(function, function.latest.updated(code=package))
@@ -153,7 +166,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
             return self._publish(name) if publish else function.latest
 
     @audited("UpdateFunctionConfiguration")
-    def update_function_configuration(self, name, **changes) -> FunctionConfiguration:
+    def update_function_configuration(self, name, revision_id=None, **changes) -> FunctionConfiguration:
         allowed = {"handler", "runtime", "memory_mb", "timeout_s", "environment", "ephemeral_storage_mb",
                    "policy", "network", "description", "role"}
         layers = changes.pop("layers", None)
@@ -163,6 +176,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
         with self._lock:
             function = self._function(name)
             current = function.latest
+            check_revision(revision_id, current)
             merged = {k: getattr(current, k) for k in allowed}
             merged["environment"] = dict(current.environment)
             merged.update(changes)
@@ -173,9 +187,17 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
             return function.latest
 
     @audited("PublishVersion")
-    def publish_version(self, name, description="") -> FunctionConfiguration:
+    def publish_version(self, name, description="", revision_id=None, code_sha256=None) -> FunctionConfiguration:
+        """`revision_id` / `code_sha256`: publish only if $LATEST still has
+        this RevisionId / CodeSha256 (PreconditionFailedException /
+        InvalidParameterValueException), checked under the lock."""
         with self._lock:
-            self._function(name)
+            latest = self._function(name).latest
+            check_revision(revision_id, latest)
+            if code_sha256 is not None and code_sha256 != latest.code.code_sha256:
+                raise InvalidParameterValueException(
+                    f"CodeSHA256 ({code_sha256}) is different from current CodeSHA256 in $LATEST. Please try "
+                    "again with the CodeSHA256 in $LATEST.")
             return self._publish(name, description)
 
     def get_function(self, name, qualifier=None) -> FunctionConfiguration:
@@ -271,6 +293,8 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
             self._closed = True
             self._epoch += 1
         self._manager.close()
+        if self._state is not None:
+            self._state.close(self)
         self._audit.close()
         if self._own_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -407,6 +431,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
         function.next_version += 1
         fc = function.latest.updated(version=version, description=description or function.latest.description)
         function.versions[version] = fc
+        function.latest = function.latest.revised()   # a publish is a change of the function: a new RevisionId
         self._epoch += 1
         self._retain_config(fc)
         return fc

@@ -14,8 +14,8 @@ from ..functions.errors import InvalidParameterValueException, RequestEntityTooL
     RequestTooLargeException
 from ..functions.events import MAX_EVENT_PAYLOAD
 from ..functions.runtime.wire import MAX_PAYLOAD
-from .shapes import Fields, UnknownOperationException, architectures, check_revision, destination, \
-    event_config_dict, page, parse_body, runtime_name, zip_bytes
+from .shapes import Fields, UnknownOperationException, architectures, destination, event_config_dict, page, \
+    parse_body, runtime_name, zip_bytes
 
 MAX_CODE_REQUEST = 69905067          # Lambda: a 50 MB zip, base64-encoded, in the JSON body
 MAX_CONTROL_REQUEST = 1024 * 1024    # any other control-plane body
@@ -224,9 +224,8 @@ def update_function_code(r: Request) -> Response:
                              if k in ("ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri")}), "")
     body.ignore("ZipFile", "S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri", "SourceKMSKeyArn")
     body.refuse_unknown()
-    name = r.params["FunctionName"]
-    check_revision(revision, r.runtime.get_function(name).revision_id)
-    return Response(200, r.runtime.update_function_code(name, code, publish=publish).to_dict())
+    return Response(200, r.runtime.update_function_code(r.params["FunctionName"], code, publish=publish,
+                                                        revision_id=revision).to_dict())
 
 
 @route("UpdateFunctionConfiguration", "PUT", "/2015-03-31/functions/{FunctionName}/configuration")
@@ -235,9 +234,8 @@ def update_function_configuration(r: Request) -> Response:
     revision = body.str("RevisionId")
     settings = _settings(body)
     body.refuse_unknown()
-    name = r.params["FunctionName"]
-    check_revision(revision, r.runtime.get_function(name).revision_id)
-    return Response(200, r.runtime.update_function_configuration(name, **settings).to_dict())
+    return Response(200, r.runtime.update_function_configuration(r.params["FunctionName"], revision_id=revision,
+                                                                 **settings).to_dict())
 
 
 @route("PublishVersion", "POST", "/2015-03-31/functions/{FunctionName}/versions")
@@ -245,13 +243,8 @@ def publish_version(r: Request) -> Response:
     body = Fields(parse_body(r.body))
     sha, revision, description = body.str("CodeSha256"), body.str("RevisionId"), body.str("Description")
     body.refuse_unknown()
-    name = r.params["FunctionName"]
-    latest = r.runtime.get_function(name)
-    check_revision(revision, latest.revision_id)
-    if sha is not None and sha != latest.code.code_sha256:
-        raise InvalidParameterValueException(f"CodeSHA256 ({sha}) is different from current CodeSHA256 in "
-                                             "$LATEST. Please try again with the CodeSHA256 in $LATEST.")
-    return Response(201, r.runtime.publish_version(name, description=description or "").to_dict())
+    return Response(201, r.runtime.publish_version(r.params["FunctionName"], description=description or "",
+                                                   revision_id=revision, code_sha256=sha).to_dict())
 
 
 @route("DeleteFunction", "DELETE", "/2015-03-31/functions/{FunctionName}")
@@ -309,18 +302,14 @@ def add_permission(r: Request) -> Response:
                      source_account=body.str("SourceAccount"))
     revision = body.str("RevisionId")
     body.refuse_unknown()
-    name, qualifier = r.params["FunctionName"], r.query.get("Qualifier")
-    if revision is not None:
-        check_revision(revision, r.runtime.get_policy(name, qualifier=qualifier)["RevisionId"])
-    return Response(201, r.runtime.add_permission(name, qualifier=qualifier, **arguments))
+    return Response(201, r.runtime.add_permission(r.params["FunctionName"], qualifier=r.query.get("Qualifier"),
+                                                  revision_id=revision, **arguments))
 
 
 @route("RemovePermission", "DELETE", "/2015-03-31/functions/{FunctionName}/policy/{StatementId}")
 def remove_permission(r: Request) -> Response:
-    name, qualifier = r.params["FunctionName"], r.query.get("Qualifier")
-    if r.query.get("RevisionId") is not None:
-        check_revision(r.query["RevisionId"], r.runtime.get_policy(name, qualifier=qualifier)["RevisionId"])
-    r.runtime.remove_permission(name, r.params["StatementId"], qualifier=qualifier)
+    r.runtime.remove_permission(r.params["FunctionName"], r.params["StatementId"], qualifier=r.query.get("Qualifier"),
+                                revision_id=r.query.get("RevisionId"))
     return Response(204)
 
 

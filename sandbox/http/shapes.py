@@ -1,8 +1,8 @@
 """Lambda's JSON request and response shapes, checked and translated for
 sandbox.Runtime: typed field access, Code.ZipFile, pagination markers, and
-the refusals the service makes (InvalidParameterValueException,
-PreconditionFailedException) when a request asks for what this host does
-not do."""
+the refusals the service makes (InvalidParameterValueException) when a
+request asks for what this host does not do.  RevisionId preconditions are
+checked by sandbox.Runtime itself, under its lock (models.check_revision)."""
 from __future__ import annotations
 
 import base64
@@ -15,13 +15,6 @@ from ..functions.models import RUNTIMES
 
 DEFAULT_MAX_ITEMS = 50       # ListFunctions / ListVersionsByFunction page size when MaxItems is not given
 MAX_ITEMS = 10000            # the model's MaxListItems
-
-
-class PreconditionFailedException(LambdaError):
-    """A RevisionId that is not the current one (412)."""
-    error_type = "PreconditionFailedException"
-    status_code = 412
-    kind = "User"
 
 
 class UnknownOperationException(LambdaError):
@@ -132,12 +125,6 @@ def runtime_name(value: str | None) -> str | None:
 def architectures(values) -> None:
     if values not in (None, [], ["x86_64"]):
         raise InvalidParameterValueException(f"Architectures {values}: this server runs x86_64 only")
-
-
-def check_revision(given: str | None, current: str) -> None:
-    if given is not None and given != current:
-        raise PreconditionFailedException("The Revision Id provided does not match the latest Revision Id. "
-                                          "Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
 
 
 def page(items: list, marker: str | None, max_items: str | None, key) -> tuple[list, str | None]:
