@@ -50,6 +50,7 @@ KERNEL_CONSTANTS = """
 #define NETLINK_ROUTE ...
 #define TIOCSTI ...
 #define TIOCLINUX ...
+#define IP_FREEBIND ...
 """
 
 ffibuilder = FFI()
@@ -61,8 +62,9 @@ ffibuilder.cdef(CDEF + KERNEL_CONSTANTS)
 
 ffibuilder.set_source(
     "sandbox._core",
-    '#include "sbx_sys.h"\n#include "sandbox_core.h"\n#include "channel.h"\n',
-    sources=[os.path.join(HERE, "sandbox_core.c"), os.path.join(HERE, "channel.c")],
+    '#include <netinet/in.h>\n#include "sbx_sys.h"\n#include "sandbox_core.h"\n#include "channel.h"\n',
+    sources=[os.path.join(HERE, "sandbox_core.c"), os.path.join(HERE, "channel.c"),
+             os.path.join(HERE, "netns_socket.c")],
     include_dirs=[HERE],
     extra_compile_args=COMPILE_ARGS,
 )

@@ -181,3 +181,10 @@ int sbx_spawn(const struct sbx_plan *plan, struct sbx_spawn *out);
 
 /* Capability helpers for the parent (used by doctor and tests). */
 int sbx_last_cap(void);
+
+/* netns_socket.c: socket(domain, type | SOCK_CLOEXEC, protocol) created inside
+ * the network namespace `netns_fd` (an open /proc/PID/ns/net), the calling
+ * thread back in its own namespace on return.  Returns the descriptor, or
+ * -errno (setns into the namespace, or socket, failed).  Aborts the process if
+ * it cannot return to its own namespace.  Used by the Runtime API listener. */
+int sbx_socket_in_netns(int netns_fd, int domain, int type, int protocol);

@@ -264,10 +264,14 @@ def _validated(config: Config) -> Config:
 
 
 def spawn(argv, config: Config | None = None, *, stdin=None, stdout=None, stderr=None,
-          pass_fds=(), supervisor: Supervisor | None = None) -> Sandbox:
+          pass_fds=(), supervisor: Supervisor | None = None, before_launch=None) -> Sandbox:
     """Start `argv` in a new sandbox.  stdio: None (inherit), PIPE, DEVNULL, an fd
     or a file.  `pass_fds` appear inside as 3, 4, ... in order; every other
-    descriptor is closed.  Raises a SandboxError subclass naming the failed step."""
+    descriptor is closed.  `before_launch(pid)`, if given, is called once the
+    sandbox's namespaces exist (pid: its first process, not reaped meanwhile)
+    and before the command starts, e.g. to make a socket in its network
+    namespace; if it raises, the sandbox is discarded.  Raises a SandboxError
+    subclass naming the failed step."""
     config = _validated(config or _DEFAULT_CONFIG)
     if not argv or not isinstance(argv[0], str) or not argv[0] or \
             not all(isinstance(a, str) and "\0" not in a for a in argv):
@@ -280,6 +284,8 @@ def spawn(argv, config: Config | None = None, *, stdin=None, stdout=None, stderr
     child_ends: list[int] = []
     streams: list = []
     try:
+        if before_launch is not None:
+            before_launch(shell.pid)
         for i, spec in enumerate((stdin, stdout, stderr)):
             streams.append(_stdio(spec, i, fd_map, child_ends))
         fd_map.extend(pass_fds)
