@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, fields, replace
 
 from .credentials import check_provider
 from .errors import InvalidParameterValueException, PreconditionFailedException
-from .spec import PYTHON_VERSION, RESERVED_VARIABLES
+from .spec import PROVIDED_RUNTIMES, PYTHON_VERSION, RESERVED_VARIABLES
 
 LATEST = "$LATEST"
-RUNTIMES = ("python3", f"python{PYTHON_VERSION}")
+RUNTIMES = ("python3", f"python{PYTHON_VERSION}") + PROVIDED_RUNTIMES   # provided*: docs/runtime-interface.md
 NETWORK_MODES = ("none",)
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")      # always used with fullmatch
 _VARIABLE_NAME = re.compile(r"[a-zA-Z]([a-zA-Z0-9_])+")

@@ -17,6 +17,7 @@ import uuid
 
 from .environment import Environment
 from .errors import TooManyRequestsException
+from .runtime_interface.environment import RuntimeInterfaceEnvironment
 
 
 class EnvironmentPool:
@@ -60,7 +61,8 @@ class EnvironmentPool:
         spec = self.spec
         if provisioned:
             spec = dataclasses.replace(spec, initialization_type="provisioned-concurrency")
-        env = Environment(spec, uuid.uuid4().hex, self._manager.supervisor)
+        kind = RuntimeInterfaceEnvironment if spec.runtime_api else Environment
+        env = kind(spec, uuid.uuid4().hex, self._manager.supervisor)
         env.function = self.key[0]   # whose slot it holds (see EnvironmentManager.reserve_slot)
         env.provisioned = provisioned
         env.retire_at = self.retire_at

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from ..config import Bind, Config
+from .runtime_interface import PROVIDED_RUNTIMES, find_bootstrap, provided_environment
 
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime")
 TASK_ROOT = "/var/task"
@@ -40,6 +41,10 @@ class EnvironmentSpec:
     config: Config                 # the sandbox of every environment of this version
     init_timeout_s: float = INIT_TIMEOUT_S
     initialization_type: str = "on-demand"
+    # provided* runtimes: the runtime is `bootstrap` (its path inside; "" when
+    # none was found) and is served the Runtime API (runtime_interface/).
+    runtime_api: bool = False
+    bootstrap: str = ""
 
     def argv(self, environment_id: str) -> list[str]:
         return [real_interpreter(), "-S", "-B", "-u", f"{RUNTIME_MOUNT}/bootstrap.py",
@@ -88,13 +93,16 @@ def build_spec(configuration, code_path: str, *, region: str, max_lifetime_s: fl
         init="pid" not in disable,
         disable=disable,
     ).validated()
+    provided = fc.runtime in PROVIDED_RUNTIMES
     return EnvironmentSpec(fc.function_name, fc.version, fc.handler, fc.memory_mb, float(fc.timeout_s), config,
-                           init_timeout_s=init_timeout_s)
+                           init_timeout_s=init_timeout_s, runtime_api=provided,
+                           bootstrap=find_bootstrap(code_path, layers_dir) if provided else "")
 
 
 def platform_environment(fc, region: str) -> dict[str, str]:
-    """The variables Lambda sets for every Python function (reserved names)."""
-    return {
+    """The variables Lambda sets for every Python function (reserved names),
+    or for a custom runtime's (provided*)."""
+    env = {
         "AWS_LAMBDA_FUNCTION_NAME": fc.function_name,
         "AWS_LAMBDA_FUNCTION_VERSION": fc.version,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fc.memory_mb),
@@ -110,6 +118,9 @@ def platform_environment(fc, region: str) -> dict[str, str]:
         "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
         "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
     }
+    if fc.runtime in PROVIDED_RUNTIMES:
+        env = provided_environment(env, os.path.dirname(real_interpreter()))
+    return env
 
 
 RESERVED_VARIABLES = frozenset((
