@@ -15,6 +15,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-"$PY" -m pip install -q --disable-pip-version-check wheel setuptools cffi pytest hypothesis boto3 matplotlib
+"$PY" -m pip install -q --disable-pip-version-check wheel setuptools cffi pytest hypothesis boto3 awscli matplotlib
 "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation -e .
 "$PY" -c "import sandbox._core" # the C core must import

@@ -5,8 +5,11 @@ sandbox/cli.py calls ``add_serve_command(subparsers)``; the command returns
 or the address is unusable (the reason on stderr).
 
 Without --credentials one key pair is generated, printed to stderr and
-written 0600 to credentials.json in the runtime's state directory.  State
-(functions, keys) lasts as long as the process: nothing survives a restart.
+written 0600 to credentials.json in the runtime's state directory.  Without
+--state-dir that directory is temporary: functions and the generated key
+last as long as the process.  With --state-dir DIR the control plane and the
+code are kept in DIR (sandbox/functions/state_store.py) and so is the
+generated key, which the next start reuses.
 """
 from __future__ import annotations
 
@@ -39,6 +42,12 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
                              "without it destinations are refused")
     parser.add_argument("--max-environments", type=int, default=None, metavar="N",
                         help="cap on live execution environments (the runtime's default otherwise)")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="keep functions, versions, code, layers, policies and concurrency settings in DIR "
+                             "so they survive a restart (default: a temporary directory, removed at exit)")
+    parser.add_argument("--code-key-file", metavar="FILE",
+                        help="the AES-256 key (32 raw bytes, mode 0600) code is sealed with at rest; default: "
+                             "a key file generated inside the state directory")
     parser.set_defaults(func=cmd_serve)
     return parser
 
@@ -53,19 +62,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"sandbox serve: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    options = {"region": args.region, "account_id": args.account_id}
+    options = {"region": args.region, "account_id": args.account_id, "state_dir": args.state_dir,
+               "code_key_file": args.code_key_file}
     if args.max_environments is not None:
         options["max_environments"] = args.max_environments
-    runtime = sandbox.Runtime(**options)
+    try:
+        runtime = sandbox.Runtime(**options)
+    except (OSError, ValueError) as exc:     # a state directory or key file that cannot be used (StateError)
+        print(f"sandbox serve: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     try:
         if keys is None:
-            keys = dict([generate_key(f"arn:aws:iam::{args.account_id}:root")])
-            path = os.path.join(runtime.state_dir, "credentials.json")
-            write_keys(path, keys)
-            (access_key, key), = keys.items()
-            print(f"sandbox serve: generated credentials (also in {path}, removed when the server stops):\n"
-                  f"  AWS_ACCESS_KEY_ID={access_key}\n  AWS_SECRET_ACCESS_KEY={key.secret}\n"
-                  f"  principal {key.principal}", file=sys.stderr)
+            try:
+                keys = _own_keys(runtime.state_dir, args.account_id, kept=args.state_dir is not None)
+            except (OSError, ValueError) as exc:
+                print(f"sandbox serve: {exc}", file=sys.stderr)
+                return EXIT_INVALID
         try:
             server = LambdaServer(runtime, keys, args.host, args.port, destinations_dir=args.destinations_dir)
         except (OSError, ValueError) as exc:
@@ -79,6 +91,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         runtime.close()
+
+
+def _own_keys(state_dir: str, account_id: str, kept: bool) -> dict:
+    """The server's own key: the one saved in a kept state directory, or a
+    new one (printed, and saved 0600 there)."""
+    path = os.path.join(state_dir, "credentials.json")
+    if kept and os.path.exists(path):
+        mode = os.stat(path, follow_symlinks=False).st_mode
+        if mode & 0o077:
+            raise ValueError(f"{path} has mode {mode & 0o777:04o}: others may read the secret; chmod 600 it")
+        keys = load_keys(path)
+        print(f"sandbox serve: using the credentials saved in {path}", file=sys.stderr)
+        return keys
+    keys = dict([generate_key(f"arn:aws:iam::{account_id}:root")])
+    write_keys(path, keys)
+    (access_key, key), = keys.items()
+    fate = "kept with the state" if kept else "removed when the server stops"
+    print(f"sandbox serve: generated credentials (also in {path}, {fate}):\n"
+          f"  AWS_ACCESS_KEY_ID={access_key}\n  AWS_SECRET_ACCESS_KEY={key.secret}\n"
+          f"  principal {key.principal}", file=sys.stderr)
+    return keys
 
 
 def _serve_until_signalled(server: LambdaServer) -> None:
