@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>  /* abort: a thread stuck in a sandbox netns (leave_netns) */
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -674,14 +675,52 @@ int sbx_spawn(const struct sbx_plan *plan, struct sbx_spawn *out)
     return rc;
 }
 
+/* Joining a network namespace (egress, netns modes).  The child cannot do it:
+ * after CLONE_NEWUSER its capabilities count only in its new user namespace,
+ * and setns(CLONE_NEWNET) needs CAP_SYS_ADMIN over the namespace's owner (the
+ * host's user namespace).  So the calling thread enters the namespace, clones
+ * without CLONE_NEWNET (a child starts in its parent thread's namespace) and
+ * goes back.  setns(CLONE_NEWNET) is per thread, and sbx_spawn is serialized,
+ * so no other thread of the supervisor ever runs in there. */
+static int enter_netns(const struct sbx_plan *plan, int *home)
+{
+    int err;
+    *home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC); /* thread-self: threads differ */
+    if (*home < 0)
+        return -errno;
+    if (setns(plan->netns_fd, CLONE_NEWNET) < 0) {
+        err = errno;
+        close(*home);
+        *home = -1;
+        return -err;
+    }
+    return 0;
+}
+
+static void leave_netns(int home)
+{
+    /* A thread left in a sandbox's namespace would make every later socket of
+     * the supervisor (a listener, a connection) live there, reachable by the
+     * sandbox and cut off from where it should be.  No return code makes that
+     * safe to ignore: end the process, loudly (as netns_socket.c does). */
+    if (setns(home, CLONE_NEWNET) < 0)
+        abort();
+    close(home);
+}
+
 static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out)
 {
     struct sbx_clone_args args;
-    int error_pipe[2], sync_pipe[2], control[2] = {-1, -1}, pidfd = -1, saved;
+    int error_pipe[2], sync_pipe[2], control[2] = {-1, -1}, pidfd = -1, saved, home = -1, plan_fd = -1;
     long pid;
 
+    out->stage = SBX_STAGE_CLONE;
     if (plan->n_ops > SBX_MAX_OPS || plan->n_fd_map > SBX_MAX_FDS)
         return -E2BIG;
+    if (plan->use_shell && !plan->wait_for_parent)
+        return -EINVAL;  /* the clone must wait for its id maps before it execs the shell */
+    if (plan->join_netns && (plan->clone_flags & CLONE_NEWNET))
+        return -EINVAL;  /* a plan either joins a namespace or makes one */
     if (pipe2(error_pipe, O_CLOEXEC) < 0)
         return -errno;
     if (pipe2(sync_pipe, O_CLOEXEC) < 0) {
@@ -698,6 +737,18 @@ static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out)
         close(sync_pipe[1]);
         return -saved;
     }
+    if (plan->use_shell && (plan_fd = plan_pipe(plan)) < 0) {
+        saved = -plan_fd;
+        close(error_pipe[0]);
+        close(error_pipe[1]);
+        close(sync_pipe[0]);
+        close(sync_pipe[1]);
+        if (control[0] >= 0) {
+            close(control[0]);
+            close(control[1]);
+        }
+        return -saved;
+    }
     memset(&args, 0, sizeof args);
     args.flags = plan->clone_flags | CLONE_PIDFD;
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
@@ -707,15 +758,29 @@ static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out)
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = (uint64_t)plan->cgroup_fd;
     }
-    pid = syscall(SYS_clone3, &args, sizeof args);
+    if (plan->join_netns && (saved = enter_netns(plan, &home)) < 0) {
+        out->stage = SBX_STAGE_NETNS_JOIN;  /* fail closed: never clone into the wrong namespace */
+        errno = -saved;
+        pid = -1;
+    } else {
+        pid = syscall(SYS_clone3, &args, sizeof args);
+    }
     if (pid == 0) {
+        if (home >= 0)
+            close(home);
         close(error_pipe[0]);
         close(sync_pipe[1]);
         if (control[0] >= 0)
             close(control[0]);
+        if (plan_fd >= 0)
+            exec_shell(plan, error_pipe[1], sync_pipe[0], control[1], plan_fd);
         child_main(plan, error_pipe[1], sync_pipe[0], control[1]);
     }
     saved = errno;
+    if (plan_fd >= 0)
+        close(plan_fd);
+    if (home >= 0)
+        leave_netns(home);
     close(error_pipe[1]);
     close(sync_pipe[0]);
     if (control[1] >= 0)

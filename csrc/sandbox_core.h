@@ -47,7 +47,8 @@ enum sbx_stage {
     SBX_STAGE_AMBIENT = 33,
     SBX_STAGE_PLAN = 34,          /* the plan itself is malformed */
     SBX_STAGE_LAUNCH = 35,        /* receiving the launch message (pre-made sandbox) */
-    SBX_STAGE_INIT_EXEC = 36      /* exec of the init program (csrc/sandbox_init.c) as pid 1 */
+    SBX_STAGE_INIT_EXEC = 36,     /* exec of the init program (csrc/sandbox_init.c) as pid 1 */
+    SBX_STAGE_NETNS_JOIN = 37     /* parent: setns into plan->netns_fd around clone3 (egress, netns) */
 };
 
 /* Mount-tree operations, executed in order relative to the new root. */
@@ -113,6 +114,11 @@ struct sbx_plan {
     /* uts / net */
     const char *hostname;            /* NULL: leave as is */
     int loopback_up;
+    int join_netns;                  /* 1: clone into the network namespace netns_fd (clone_flags
+                                        without CLONE_NEWNET): the parent's thread setns()es there
+                                        around clone3 and back.  A namespace owned by the host's
+                                        user namespace is out of the child's reach otherwise. */
+    int netns_fd;                    /* with join_netns: a network namespace descriptor */
 
     /* process */
     int new_session;
@@ -160,6 +166,7 @@ struct sbx_spawn {
     int error_fd;   /* read end: EOF without a record means exec succeeded */
     int sync_fd;    /* write end: one byte releases the child (if wait_for_parent) */
     int control_fd; /* deferred_launch: our end of the SOCK_SEQPACKET launch channel, else -1 */
+    int stage;      /* when sbx_spawn fails: SBX_STAGE_CLONE, or SBX_STAGE_NETNS_JOIN */
 };
 
 /* Launch message (deferred_launch): this header, then n_argv NUL-terminated

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Iterable, Mapping
 
 from .errors import ConfigError
+from .net.options import NetworkOptions
 
 MiB = 1024 * 1024
 
@@ -33,7 +34,9 @@ LAYERS = (
     "session",       # setsid (no controlling terminal)
 )
 
-NET_MODES = ("loopback", "none")
+# loopback: private netns, lo up; none: lo down; egress: a supervisor-made netns with
+# a veth, NAT and firewall (docs/network.md); netns: join one the caller made.
+NET_MODES = ("loopback", "none", "egress", "netns")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 # Destinations the sandbox builds itself; a user bind may not replace them.
@@ -99,11 +102,18 @@ class Config:
     python: bool = True              # bind the running Python installation
     disable: frozenset[str] = field(default_factory=frozenset)
     init: bool = False               # a minimal pid 1 reaps orphans and forwards signals; needs "pid"
+    network: NetworkOptions = NetworkOptions()  # egress allowlist, DNS, rates, range; netns to join
 
     @classmethod
     def create(cls, *, env: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-               binds: Iterable[Bind | str] = (), disable: Iterable[str] = (), **kwargs) -> "Config":
-        """Build a validated Config from friendly types (dict env, "SRC:DST" binds)."""
+               binds: Iterable[Bind | str] = (), disable: Iterable[str] = (),
+               network: NetworkOptions | Mapping | None = None, **kwargs) -> "Config":
+        """Build a validated Config from friendly types (dict env, "SRC:DST" binds,
+        network as a dict of NetworkOptions.create arguments)."""
+        if isinstance(network, Mapping):
+            network = NetworkOptions.create(**network)
+        if network is not None:
+            kwargs["network"] = network
         env_items = tuple((env or {}).items()) if isinstance(env, Mapping) else tuple(env or ())
         bind_items = tuple(b if isinstance(b, Bind) else Bind.parse(b) for b in binds)
         return cls(env=env_items, binds=bind_items, disable=frozenset(disable), **kwargs).validated()
@@ -138,6 +148,13 @@ class Config:
                               field="pids")
         if self.net not in NET_MODES:
             raise ConfigError(f"must be one of {NET_MODES}, got {self.net!r}", field="net")
+        if not isinstance(self.network, NetworkOptions):
+            raise ConfigError(f"must be a NetworkOptions, got {type(self.network).__name__}", field="network")
+        network = self.network.validated()
+        network.check_mode(self.net)
+        if self.net in ("egress", "netns") and not self.enabled("net"):
+            raise ConfigError(f"net={self.net!r} needs the 'net' layer (it replaces the private namespace)",
+                              field="net")
         if not isinstance(self.hostname, str) or not _HOSTNAME.match(self.hostname):
             raise ConfigError(f"not a valid hostname: {self.hostname!r}", field="hostname")
         if not isinstance(self.cwd, str) or not self.cwd.startswith("/") or "\0" in self.cwd:
@@ -160,13 +177,15 @@ class Config:
         dests = [b.dest for b in binds]
         if len(set(dests)) != len(dests):
             raise ConfigError("two binds share a destination", field="bind")
-        return replace(self, binds=binds)
+        return replace(self, binds=binds, network=network)
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["binds"] = [f"{b.source}:{b.dest}:{'rw' if b.writable else 'ro'}" for b in self.binds]
         out["env"] = dict(self.env)
         out["disable"] = sorted(self.disable)
+        out["network"] = {f.name: getattr(self.network, f.name) for f in fields(self.network)}
+        out["network"]["allow"] = [str(r) for r in self.network.allow]
         return out
 
 

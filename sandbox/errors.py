@@ -145,6 +145,7 @@ STAGES = {
     34: ("plan", SetupError),
     35: ("launch", ProcessSetupError),
     36: ("init-exec", ProcessSetupError),
+    37: ("netns-join", NetworkError),
 }
 
 

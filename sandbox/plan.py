@@ -144,6 +144,11 @@ class EncodedPlan:
         base = ffi.new("struct sbx_plan *")
         ns, caps, net = plan.namespaces, plan.capabilities, plan.network
         base.clone_flags = ns.clone_flags  # includes CLONE_NEWNET exactly when the net layer is on
+        if net.join:
+            # egress / netns: cloned into an existing namespace (per spawn: for_prepare), not a new one.
+            base.clone_flags &= ~lib.CLONE_NEWNET
+            base.join_netns = 1
+        base.netns_fd = -1
         base.cgroup_fd = -1
         base.wait_for_parent = 1
         base.cgroup_ns = int(ns.cgroup_ns)
@@ -210,14 +215,19 @@ class EncodedPlan:
             c.data, c.data_len = self._str(op.data), len(op.data)
         c.mount_flags, c.attr_set, c.mode = op.mount_flags, op.attr_set, op.mode
 
-    def for_prepare(self, procs_fds, clone_fd: int):
-        """A per-sandbox copy of the struct (cgroup fds differ), for a pre-made
-        sandbox that receives argv and fds later (sbx_launch)."""
+    def for_prepare(self, procs_fds, clone_fd: int, netns_fd: int = -1):
+        """A per-sandbox copy of the struct (cgroup fds and, for egress/netns,
+        the namespace to clone into differ), for a pre-made sandbox that
+        receives argv and fds later (sbx_launch)."""
         keep: list = []
         p = ffi.new("struct sbx_plan *")
         p[0] = self.base[0]
         keep.append(p)
         p.deferred_launch = 1
+        if self.plan.network.join:
+            if netns_fd < 0:
+                raise ValueError(f"net={self.plan.network.mode!r} needs the namespace to join (net.manager.join_target)")
+            p.netns_fd = netns_fd
         if procs_fds:
             cg = ffi.new("int[]", list(procs_fds))
             keep.append(cg)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ._core import ffi, lib
 from .config import MiB
-from .errors import NamespaceError, SpawnError
+from .errors import NamespaceError, NetworkError, SpawnError
 from .namespaces import write_id_maps_in_parent
 
 
@@ -58,13 +58,26 @@ def prepare_shell(encoded, supervisor) -> Shell:
 
         cgroup = supervisor.cgroups.create(CgroupLimits(memory_bytes=config.memory_mb * MiB,
                                                         cpus=config.cpus, pids_max=config.pids))
+    netns, joined = None, False
     try:
-        cplan, keep = encoded.for_prepare(cgroup.procs_fds if cgroup else (), cgroup.clone_fd if cgroup else -1)
+        if encoded.plan.network.join:  # egress / netns: cloned into an existing namespace
+            from .net.manager import join_target
+
+            netns = join_target(encoded.plan.network, supervisor)
+        cplan, keep = encoded.for_prepare(cgroup.procs_fds if cgroup else (), cgroup.clone_fd if cgroup else -1,
+                                          netns.fd if netns else -1)
         out = ffi.new("struct sbx_spawn *")
         rc = supervisor.clone_thread.call(lambda: lib.sbx_spawn(cplan, out))
+        if rc < 0 and out.stage == lib.SBX_STAGE_NETNS_JOIN:
+            raise NetworkError(-rc, "(netns-join) setns into the network namespace to clone into", "netns-join")
         if rc < 0:
             raise SpawnError(-rc, "clone3")
+        if netns is not None:
+            netns.spawned(out.pidfd)  # egress: released when this process exits
+            joined = True
     except BaseException:
+        if netns is not None and not joined:
+            netns.failed()
         if cgroup is not None:
             cgroup.destroy()
         raise

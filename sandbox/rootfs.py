@@ -14,6 +14,7 @@ from .config import Config
 from .constants import kernel_constant as K
 from .errors import ConfigError
 from .host import HostFeatures
+from .network import resolv_conf
 
 # Proc entries that expose kernel memory, addresses or other tenants' activity:
 # masked with /dev/null (files) or an empty read-only tmpfs (directories).
@@ -81,7 +82,7 @@ def _etc_files(config: Config) -> dict[str, str]:
         ),
         "etc/group": f"root:x:0:\nsbx_user:x:{gid}:\nnogroup:x:65534:\n",
         "etc/hosts": f"127.0.0.1\tlocalhost {host}\n::1\tlocalhost ip6-localhost\n",
-        "etc/resolv.conf": "# no resolver: the sandbox has no network beyond loopback\n",
+        "etc/resolv.conf": resolv_conf(config),
         "etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n",
         "etc/hostname": host + "\n",
     }

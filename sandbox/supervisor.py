@@ -99,6 +99,7 @@ class Supervisor:
         self.watchdog = _Watchdog()
         self.pool = ShellPool(self, size=pool_size)
         self._cgroups = None
+        self._network = None  # egress namespaces (sandbox/net/manager.py), made on first use
         # cgroup v2 only: a delegated subtree (systemd Delegate=yes) we may create
         # sandbox cgroups in; see docs/cgroups.md.
         self._cgroup_root = cgroup_delegated_root or os.environ.get("SANDBOX_CGROUP_DELEGATED_ROOT") or None
@@ -113,12 +114,26 @@ class Supervisor:
                 self._cgroups = open_manager(delegated_root=self._cgroup_root)
             return self._cgroups
 
+    @property
+    def network(self):
+        """Pre-made egress namespaces and the host table (net='egress' only)."""
+        with self._lock:
+            if self._network is None:
+                from .net.manager import NetworkManager
+
+                self._network = NetworkManager(pool_size=self.pool.size)
+            return self._network
+
     def drain_pool(self) -> None:
         """Discard pre-made sandboxes (they hold processes, cgroups, namespaces)."""
         self.pool.drain()
 
     def close(self) -> None:
         self.pool.close()
+        with self._lock:
+            network, self._network = self._network, None
+        if network is not None:
+            network.close()  # after the shells: each one's lease is released with it
         with self._lock:
             manager, self._cgroups = self._cgroups, None
         if manager is not None:
