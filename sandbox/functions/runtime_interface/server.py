@@ -93,7 +93,7 @@ class Invocation:
 
 class Connection:
     __slots__ = ("sock", "fd", "inbuf", "scan", "head", "body", "route", "out", "close_after", "parked",
-                 "last_active")
+                 "delivering", "last_active")
 
     def __init__(self, sock: socket.socket):
         self.sock, self.fd = sock, sock.fileno()
@@ -105,11 +105,15 @@ class Connection:
         self.out = bytearray()
         self.close_after = False        # close once `out` is written
         self.parked = False             # holds a /next waiting for an invocation
+        self.delivering = False         # the invocation is being written to it
         self.last_active = time.monotonic()
 
     @property
-    def idle(self) -> bool:
-        return self.head is None and not self.parked and not self.inbuf and not self.out
+    def evictable(self) -> bool:
+        """Not carrying the runtime's protocol: no parked /next, no answer
+        being received, no invocation being written.  An idle keep-alive or
+        a half-sent request (a slowloris) may be closed to make room."""
+        return not self.parked and not self.delivering and (self.route is None or self.route[0] != "answer")
 
 
 class RuntimeAPIServer:
@@ -213,11 +217,12 @@ class RuntimeAPIServer:
             self._poll.register(conn.fd, select.POLLIN)
 
     def _evict(self) -> bool:
-        """Make room by closing the least recently active idle connection."""
-        idle = [c for c in self._conns.values() if c.idle]
-        if not idle:
+        """Make room by closing the least recently active connection that
+        does not carry the protocol (see Connection.evictable)."""
+        spare = [c for c in self._conns.values() if c.evictable]
+        if not spare:
             return False
-        self._drop(min(idle, key=lambda c: c.last_active))
+        self._drop(min(spare, key=lambda c: c.last_active))
         return True
 
     def _drop(self, conn: Connection) -> None:
@@ -316,6 +321,7 @@ class RuntimeAPIServer:
         except OSError:
             self._drop(conn)
             return
+        conn.delivering = False
         if conn.close_after:
             self._drop(conn)
         else:
@@ -419,6 +425,7 @@ class RuntimeAPIServer:
             self._unparked = True
             self._delivered = True
             self.state = RUNNING
+            conn.delivering = True
             self._send(conn, self._invocation.next_response())
             return
 
