@@ -1,19 +1,22 @@
-"""Build and install the sandbox package.  Two C build products: the core, a
-cffi module (csrc/build_core.py), and the init program, an executable installed
-as sandbox/_sandbox_init (csrc/build_init.py), built by the same build_ext."""
+"""Build and install the sandbox package.  Three C build products: the core, a
+cffi module (csrc/build_core.py), and two executables installed in the package
+(csrc/build_init.py), built by the same build_ext: the init program
+(sandbox/_sandbox_init) and the shell program (sandbox/_sandbox_shell)."""
 import os
 import runpy
 
 from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
-INIT_PROGRAM = os.path.join("sandbox", "_sandbox_init")  # in the package: sandbox/plan.py opens it
+# In the package: sandbox/plan.py opens them.  (build function in csrc/build_init.py, path)
+PROGRAMS = (("build_init_program", os.path.join("sandbox", "_sandbox_init")),
+            ("build_shell_program", os.path.join("sandbox", "_sandbox_shell")))
 
 
 class build_ext_with_init(build_ext):
-    """build_ext (cffi wraps it for the core), then the init program with the
-    same compiler: into build_lib for a wheel, next to the sources as well for
-    an editable install (like the extension modules)."""
+    """build_ext (cffi wraps it for the core), then the programs with the same
+    compiler: into build_lib for a wheel, next to the sources as well for an
+    editable install (like the extension modules)."""
 
     def run(self):
         super().run()
@@ -24,25 +27,28 @@ class build_ext_with_init(build_ext):
         if compiler is None or isinstance(compiler, str):  # no extension was built: still the option
             compiler = new_compiler(compiler=compiler, verbose=self.verbose, dry_run=self.dry_run, force=self.force)
             customize_compiler(compiler)
-        build = runpy.run_path(os.path.join("csrc", "build_init.py"))["build_init_program"]
-        built = build(compiler, self.build_temp, os.path.join(self.build_lib, INIT_PROGRAM), force=self.force)
-        if self.inplace:
-            self.copy_file(built, self._inplace_init_program(), level=self.verbose)
+        builders = runpy.run_path(os.path.join("csrc", "build_init.py"))
+        for function, program in PROGRAMS:
+            built = builders[function](compiler, self.build_temp, os.path.join(self.build_lib, program),
+                                       force=self.force)
+            if self.inplace:
+                self.copy_file(built, self._inplace(program), level=self.verbose)
 
-    def _inplace_init_program(self):
+    def _inplace(self, program):
         package_dir = self.get_finalized_command("build_py").get_package_dir("sandbox")
-        return os.path.join(package_dir, os.path.basename(INIT_PROGRAM))
+        return os.path.join(package_dir, os.path.basename(program))
 
     def get_outputs(self):
         outputs = super().get_outputs()
         if self.inplace:
-            return outputs + [self._inplace_init_program()]
-        return outputs + [os.path.join(self.build_lib, INIT_PROGRAM)]
+            return outputs + [self._inplace(program) for _, program in PROGRAMS]
+        return outputs + [os.path.join(self.build_lib, program) for _, program in PROGRAMS]
 
     def get_output_mapping(self):
         mapping = super().get_output_mapping()
         if self.inplace:
-            mapping[os.path.join(self.build_lib, INIT_PROGRAM)] = self._inplace_init_program()
+            for _, program in PROGRAMS:
+                mapping[os.path.join(self.build_lib, program)] = self._inplace(program)
         return mapping
 
 

@@ -1,5 +1,6 @@
-"""Build the init program (csrc/sandbox_init.c) into an executable: setup.py's
-build_ext runs `build_init_program` next to the cffi module.
+"""Build the init program (csrc/sandbox_init.c) and the shell program
+(csrc/sandbox_shell.c) into executables: setup.py's build_ext runs
+`build_init_program` and `build_shell_program` next to the cffi module.
 
 Compiled by the same compiler object and with the same flags as the C core
 (COMPILE_ARGS, shared with build_core.py), plus what a freestanding static
@@ -27,5 +28,28 @@ def build_init_program(compiler, build_temp: str, output: str, force: bool = Fal
     os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
     compiler.link_executable(objects, os.path.basename(output), output_dir=os.path.dirname(output) or ".",
                              extra_postargs=LINK_ARGS)
+    os.chmod(output, 0o755)
+    return output
+
+
+SHELL_SOURCE = os.path.join(HERE, "sandbox_shell.c")
+# One translation unit: the shell #includes the core, so it depends on all of these.
+SHELL_DEPENDS = [SHELL_SOURCE] + [os.path.join(HERE, name) for name in
+                                  ("sandbox_core.c", "sandbox_core.h", "plan_blob.c", "plan_blob.h", "sbx_sys.h")]
+# Static with libc: exec'd once per pre-made sandbox, so no dynamic loader work.
+SHELL_LINK_ARGS = ["-static", "-Wl,--build-id=none", "-s"]
+
+
+def build_shell_program(compiler, build_temp: str, output: str, force: bool = False) -> str:
+    """Compile and link the shell program to `output`, like build_init_program."""
+    from setuptools._distutils.dep_util import newer_group
+
+    if not (force or newer_group(SHELL_DEPENDS, output)):
+        return output
+    objects = compiler.compile([SHELL_SOURCE, os.path.join(HERE, "plan_blob.c")], output_dir=build_temp,
+                               extra_postargs=COMPILE_ARGS)
+    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+    compiler.link_executable(objects, os.path.basename(output), output_dir=os.path.dirname(output) or ".",
+                             extra_postargs=SHELL_LINK_ARGS)
     os.chmod(output, 0o755)
     return output

@@ -9,6 +9,7 @@
  */
 #include "sbx_sys.h"
 #include "sandbox_core.h"
+#include "plan_blob.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -655,6 +656,134 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
     if (p->init)
         run_init(p, &lp, error_fd, control_fd, init_fd);
     exec_command(p, &lp, error_fd);
+}
+
+/* With a shell program (plan->shell_fd): the clone's first steps, then exec
+ * of the shell, which runs child_main() from the packed plan.  Until the exec
+ * this process is a copy-on-write copy of the supervisor; afterwards it is a
+ * small program of its own, so pre-made sandboxes pin none of the supervisor's
+ * pages and the command's exec does not have to tear down a copy of them. */
+static void __attribute__((noreturn))
+exec_shell(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd, int plan_fd)
+{
+    static const char *const shell_argv[] = {"sandbox-shell", NULL};
+    static const char *const shell_envp[] = {NULL};
+    int sources[5 + SBX_SHELL_MAX_CGROUP_FDS], targets[5 + SBX_SHELL_MAX_CGROUP_FDS];
+    int n = 0, i, top, shell_fd;
+    struct __user_cap_header_struct hdr;
+    struct __user_cap_data_struct data[2];
+    char c;
+    ssize_t got;
+
+    /* 1-3 as in child_main: default signals, die with the supervisor, and wait
+     * for the id maps -- exec needs them to keep our capabilities (below). */
+    reset_signals(error_fd);
+    CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0, SBX_STAGE_DEATHSIG, "prctl(PR_SET_PDEATHSIG)", NULL);
+    do {
+        got = read(sync_fd, &c, 1);
+    } while (got < 0 && errno == EINTR);
+    if (got != 1)
+        fail(error_fd, SBX_STAGE_SYNC, got < 0 ? errno : EPIPE, "parent sync", NULL);
+    close(sync_fd);
+    /* The descriptors the shell expects (plan_blob.h), first moved above the
+     * layout so that no dup3 overwrites a source still to be moved. */
+    sources[n] = error_fd, targets[n++] = SBX_SHELL_FD_ERROR;
+    sources[n] = control_fd, targets[n++] = SBX_SHELL_FD_CONTROL;
+    sources[n] = plan_fd, targets[n++] = SBX_SHELL_FD_PLAN;
+    sources[n] = p->init ? p->init_fd : -1, targets[n++] = SBX_SHELL_FD_INIT;
+    for (i = 0; i < p->n_cgroup_procs_fds; i++)
+        sources[n] = p->cgroup_procs_fds[i], targets[n++] = SBX_SHELL_FD_CGROUP + i;
+    top = SBX_SHELL_FD_CGROUP + p->n_cgroup_procs_fds;
+    shell_fd = fcntl(p->shell_fd, F_DUPFD_CLOEXEC, top);
+    CHECK(shell_fd >= 0, SBX_STAGE_FDS, "dup", "(shell program)");
+    for (i = 0; i < n; i++)
+        if (sources[i] >= 0) {
+            sources[i] = fcntl(sources[i], F_DUPFD_CLOEXEC, top);
+            CHECK(sources[i] >= 0, SBX_STAGE_FDS, "dup", "(shell layout)");
+        }
+    for (i = 0; i < n; i++) {
+        if (sources[i] >= 0)
+            CHECK(dup3(sources[i], targets[i], 0) == targets[i], SBX_STAGE_FDS, "dup3", "(shell layout)");
+        else
+            close(targets[i]);   /* an unused slot holds nothing of ours */
+    }
+    error_fd = SBX_SHELL_FD_ERROR;
+    /* Everything else closes at the exec (stdio stays, as without a shell). */
+    CHECK(syscall(SYS_close_range, (unsigned)top, ~0U, CLOSE_RANGE_CLOEXEC) == 0, SBX_STAGE_FDS, "close_range", NULL);
+    /* Our uid is not root in the new user namespace (only the sandbox's uid is
+     * mapped), so exec would clear every capability; the ambient set carries
+     * them across.  The shell empties it first thing. */
+    if (p->clone_flags & CLONE_NEWUSER) {
+        memset(&hdr, 0, sizeof hdr);
+        hdr.version = _LINUX_CAPABILITY_VERSION_3;
+        CHECK(syscall(SYS_capget, &hdr, data) == 0, SBX_STAGE_CAPSET, "capget", "(shell)");
+        data[0].inheritable = data[0].permitted;
+        data[1].inheritable = data[1].permitted;
+        CHECK(syscall(SYS_capset, &hdr, data) == 0, SBX_STAGE_CAPSET, "capset", "(shell)");
+        for (i = 0; i <= p->last_cap; i++)
+            CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0) == 0,
+                  SBX_STAGE_AMBIENT, "prctl(PR_CAP_AMBIENT_RAISE)", "(shell)");
+    }
+    execveat(shell_fd, "", (char *const *)shell_argv, (char *const *)shell_envp, AT_EMPTY_PATH);
+    fail(error_fd, SBX_STAGE_SHELL_EXEC, errno, "execveat", "(the shell program)");
+}
+
+/* The packed plan for the shell, in a pipe: written whole before the clone
+ * (so nobody waits on anybody), with the descriptor numbers the shell will
+ * see.  Returns the read end (close-on-exec), or -errno. */
+static int plan_pipe(const struct sbx_plan *plan)
+{
+    struct sbx_plan copy = *plan;
+    int fds[2], cg[SBX_SHELL_MAX_CGROUP_FDS], i, err;
+    size_t len, done = 0;
+    char *blob;
+    ssize_t w;
+
+    if (plan->n_cgroup_procs_fds < 0 || plan->n_cgroup_procs_fds > SBX_SHELL_MAX_CGROUP_FDS)
+        return -E2BIG;
+    for (i = 0; i < plan->n_cgroup_procs_fds; i++)
+        cg[i] = SBX_SHELL_FD_CGROUP + i;
+    copy.cgroup_procs_fds = plan->n_cgroup_procs_fds ? cg : NULL;
+    copy.init_fd = plan->init ? SBX_SHELL_FD_INIT : -1;
+    copy.wait_for_parent = 0;      /* the clone waited before the exec */
+    copy.use_shell = 0;
+    copy.shell_fd = -1;
+    copy.cgroup_fd = -1;           /* used by clone3 only */
+    len = sbx_plan_pack(&copy, NULL, 0);
+    if (len > SBX_PLAN_BLOB_MAX)
+        return -E2BIG;
+    blob = malloc(len);
+    if (!blob)
+        return -ENOMEM;
+    sbx_plan_pack(&copy, blob, len);
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        err = errno;
+        free(blob);
+        return -err;
+    }
+    /* A plan is a few KiB; make room when one is larger than the default. */
+    if (len > 65536 && fcntl(fds[1], F_SETPIPE_SZ, (int)len) < 0) {
+        err = errno;
+        goto fail;
+    }
+    while (done < len) {
+        w = write(fds[1], blob + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            err = w < 0 ? errno : EIO;
+            goto fail;
+        }
+        done += (size_t)w;
+    }
+    free(blob);
+    close(fds[1]);
+    return fds[0];
+fail:
+    free(blob);
+    close(fds[0]);
+    close(fds[1]);
+    return -err;
 }
 
 /* One sbx_spawn at a time per process.  Between its pipe2() and the close of

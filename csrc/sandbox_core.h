@@ -48,7 +48,8 @@ enum sbx_stage {
     SBX_STAGE_PLAN = 34,          /* the plan itself is malformed */
     SBX_STAGE_LAUNCH = 35,        /* receiving the launch message (pre-made sandbox) */
     SBX_STAGE_INIT_EXEC = 36,     /* exec of the init program (csrc/sandbox_init.c) as pid 1 */
-    SBX_STAGE_NETNS_JOIN = 37     /* parent: setns into plan->netns_fd around clone3 (egress, netns) */
+    SBX_STAGE_NETNS_JOIN = 37,    /* parent: setns into plan->netns_fd around clone3 (egress, netns) */
+    SBX_STAGE_SHELL_EXEC = 38     /* the clone's exec of the shell program (csrc/sandbox_shell.c) */
 };
 
 /* Mount-tree operations, executed in order relative to the new root. */
@@ -141,6 +142,13 @@ struct sbx_plan {
     int init_fd;                     /* with init: O_PATH|O_CLOEXEC descriptor of the init program,
                                         exec'd with execveat (a path would change meaning after
                                         pivot_root); -1 otherwise */
+    int use_shell;                   /* 1: exec the shell program shell_fd (zeroed plans: 0, none) */
+    int shell_fd;                    /* O_PATH|O_CLOEXEC descriptor of the shell program
+                                        (csrc/sandbox_shell.c): the clone execs it as soon as
+                                        the parent wrote its id maps, and it runs the setup
+                                        below from a packed copy of this plan (plan_blob.h), so
+                                        a pre-made sandbox holds no copy of the supervisor's
+                                        memory (use_shell 0: the clone runs the setup itself) */
 
     /* seccomp: a ready BPF program (struct sock_filter[]), applied last before exec */
     const unsigned char *bpf;
@@ -195,3 +203,16 @@ int sbx_last_cap(void);
  * -errno (setns into the namespace, or socket, failed).  Aborts the process if
  * it cannot return to its own namespace.  Used by the Runtime API listener. */
 int sbx_socket_in_netns(int netns_fd, int domain, int type, int protocol);
+
+/* plan_blob.c: a plan as one flat byte string for the shell program (see
+ * csrc/plan_blob.h).  Pack `plan` into `buf` (capacity `cap`).  Returns the
+ * blob's length; a result larger than `cap` means nothing usable was written
+ * and that many bytes are needed (call again with buf=NULL, cap=0 to size it).
+ * Every pointer field of struct sbx_plan and struct sbx_op must be handled
+ * there (tests/unit/test_plan_blob.py lists them and fails on a new one). */
+size_t sbx_plan_pack(const struct sbx_plan *plan, char *buf, size_t cap);
+
+/* Turn a received blob back into a plan, in place: every offset is checked to
+ * lie inside the blob and every string to end inside it.  Returns the plan, or
+ * NULL (errno EINVAL) for a malformed blob.  `blob` must be 8-byte aligned. */
+struct sbx_plan *sbx_plan_unpack(char *blob, size_t len);

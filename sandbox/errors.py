@@ -146,6 +146,7 @@ STAGES = {
     35: ("launch", ProcessSetupError),
     36: ("init-exec", ProcessSetupError),
     37: ("netns-join", NetworkError),
+    38: ("shell-exec", ProcessSetupError),
 }
 
 

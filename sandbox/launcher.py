@@ -155,7 +155,8 @@ class Sandbox:
                 oom = stats.oom_kills > 0
                 cpu = stats.cpu_time_ns / 1e9
             finally:
-                self._cgroup.destroy()
+                # Read; the rmdirs happen in the background (CgroupManager.retire).
+                self._cgroup.retire()
                 self._cgroup = None
         code = os.waitstatus_to_exitcode(status)
         self._result = Result(

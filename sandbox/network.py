@@ -64,7 +64,7 @@ def open_join_netns(options: NetworkOptions) -> tuple[int, bool]:
         try:
             fd, ours = os.open(options.netns_path, os.O_RDONLY | os.O_CLOEXEC), True
         except OSError as exc:
-            raise NetworkError(exc.errno, f"open {what} (network namespace to join)", "netns-join") from exc
+            raise NetworkError(exc.errno, f"(netns-join) open {what} (the network namespace to join)", "netns-join") from exc
     try:
         check_netns_fd(fd, what)
     except BaseException:
@@ -81,9 +81,9 @@ def check_netns_fd(fd: int, what: str) -> None:
     try:
         ok = netns_type_matches(fd)
     except OSError as exc:
-        raise NetworkError(exc.errno, f"{what} is not a namespace (ioctl NS_GET_NSTYPE)", "netns-join") from exc
+        raise NetworkError(exc.errno, f"(netns-join) {what} is not a namespace", "netns-join") from exc
     if not ok:
-        raise NetworkError(errno.EINVAL, f"{what} is a namespace but not a network namespace", "netns-join")
+        raise NetworkError(errno.EINVAL, f"(netns-join) {what} is not a network namespace", "netns-join")
 
 
 def list_links_in_namespace() -> list[tuple[str, bool]]:

@@ -38,17 +38,21 @@ _OP_KINDS = {
 }
 DEFAULT_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
 INIT_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_init")  # setup.py builds it
+SHELL_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_shell")  # setup.py builds it
 
 
-class InitProgram:
-    """The init program (csrc/sandbox_init.c) that pid 1 execs with `init`,
-    opened O_PATH|O_CLOEXEC once and handed to the child as a descriptor: a path
-    would change meaning after pivot_root, and the file need not be visible
-    inside.  `fd()` checks the descriptor still is that file (one fstat) and
-    opens it again if someone closed it, or reused its number, behind our back."""
+class HelperProgram:
+    """One of the core's own programs, opened O_PATH|O_CLOEXEC once and handed
+    to the child as a descriptor: the init program (csrc/sandbox_init.c) that
+    pid 1 execs with `init`, and the shell program (csrc/sandbox_shell.c) every
+    new sandbox execs before its setup.  A path would change meaning after
+    pivot_root, and the file need not be visible inside.  `fd()` checks the
+    descriptor still is that file (one fstat) and opens it again if someone
+    closed it, or reused its number, behind our back."""
 
-    def __init__(self, path: str = INIT_PROGRAM):
+    def __init__(self, path: str, stage: str):
         self.path = path
+        self.stage = stage
         self._fd = -1
         self._identity: tuple[int, int] | None = None
         self._lock = threading.Lock()
@@ -67,16 +71,17 @@ class InitProgram:
                 fd = os.open(self.path, os.O_PATH | os.O_CLOEXEC)
             except OSError as exc:
                 raise ProcessSetupError(exc.errno, f"open {self.path} (rebuild the package: pip install -e .)",
-                                        "init-program") from exc
+                                        self.stage) from exc
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 os.close(fd)
-                raise ProcessSetupError(errno.EACCES, f"{self.path} is not a regular file", "init-program")
+                raise ProcessSetupError(errno.EACCES, f"{self.path} is not a regular file", self.stage)
             self._fd, self._identity = fd, (st.st_dev, st.st_ino)
             return fd
 
 
-_init_program = InitProgram()
+_init_program = HelperProgram(INIT_PROGRAM, "init-program")
+_shell_program = HelperProgram(SHELL_PROGRAM, "shell-program")
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,8 @@ class EncodedPlan:
         base.cwd = self._str(plan.config.cwd) if plan.rootfs else ffi.NULL
         base.init = int(plan.init)
         base.init_fd = -1  # per sandbox (for_prepare): checked each time
+        base.use_shell = 0     # per sandbox (for_prepare), like init_fd
+        base.shell_fd = -1
         if plan.bpf:
             buf = ffi.new("unsigned char[]", plan.bpf)
             self._keep.append(buf)
@@ -235,6 +242,10 @@ class EncodedPlan:
         p.cgroup_fd = clone_fd
         if self.plan.init:
             p.init_fd = _init_program.fd()
+        # Every pre-made sandbox execs the shell program as soon as its id maps
+        # are written, instead of waiting as a copy of the supervisor's memory.
+        p.use_shell = 1
+        p.shell_fd = _shell_program.fd()
         return p, keep
 
 

@@ -19,7 +19,7 @@ from probes.harness import REAL_PYTHON, expect_probe, last_json, pids_in_pid_nam
 from sandbox import plan as plan_module
 from sandbox.cgroups import detect_cgroups
 from sandbox.errors import CgroupSetupError, ProcessSetupError
-from sandbox.plan import InitProgram, encoded_plan
+from sandbox.plan import HelperProgram, encoded_plan
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
 
@@ -218,7 +218,7 @@ def init_program(monkeypatch):
     """Swap the supervisor's init program for another file (a fresh config, so
     no pre-made shell holds the real one)."""
     def use(path):
-        monkeypatch.setattr(plan_module, "_init_program", InitProgram(path))
+        monkeypatch.setattr(plan_module, "_init_program", HelperProgram(path, "init-program"))
     return use
 
 
