@@ -10,6 +10,7 @@
 #include "sbx_sys.h"
 #include "sandbox_core.h"
 #include "plan_blob.h"
+#include "child_setup.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -89,14 +90,6 @@ fail(int error_fd, int stage, int err, const char *what, const char *path)
 static char launch_buf[SBX_MAX_LAUNCH];
 static const char *launch_ptrs[SBX_MAX_ARGS + 1];
 static int launch_fds[SBX_MAX_FDS];
-
-struct launch_params {
-    const char *const *argv;
-    const char *const *exec_paths;
-    int n_exec_paths;
-    const int *fd_map;
-    int n_fd_map;
-};
 
 /* Close every descriptor from `from` on but the (up to three) in keep[] (-1:
  * unused slot).  A pre-made sandbox may wait a long time and must not keep
@@ -477,9 +470,12 @@ static const char *int_text(char *buf, int value)
  * the page tables of a large supervisor), and we then exec the init program
  * (csrc/sandbox_init.c) from its descriptor, so that pid 1 keeps none of the
  * supervisor's memory.  Everything here is async-signal-safe and allocates
- * nothing. */
-static void __attribute__((noreturn))
-run_init(const struct sbx_plan *p, const struct launch_params *lp, int error_fd, int status_fd, int init_fd)
+ * nothing.  return_in_child (a zygote, csrc/zygote.c): the command is a fork
+ * child that returns from here into the zygote's warm interpreter instead of
+ * exec'ing (vfork cannot: its parent would wait for an exec that never comes);
+ * pid 1 still execs the init program, so it keeps none of the zygote's memory. */
+void sbx_child_run_init(const struct sbx_plan *p, const struct launch_params *lp, int error_fd, int status_fd,
+                        int init_fd, int return_in_child)
 {
     static char pid_arg[12], fd_arg[12];
     static const char *init_argv[4], *init_envp[1];
@@ -500,7 +496,13 @@ run_init(const struct sbx_plan *p, const struct launch_params *lp, int error_fd,
      * pending signals survive it): a pid 1 drops an unhandled signal at once, a
      * blocked one waits for the init program's rt_sigtimedwait (a SIGCHLD too). */
     CHECK(sigprocmask(SIG_BLOCK, &waited, NULL) == 0, SBX_STAGE_SIGNALS, "sigprocmask", "(init)");
-    command = vfork();
+    command = return_in_child ? fork() : vfork();
+    if (command == 0 && return_in_child) {
+        /* The zygote's command: nothing blocked, as after an exec (the caller
+         * closes its descriptors and returns into Python). */
+        CHECK(sigprocmask(SIG_SETMASK, &none, NULL) == 0, SBX_STAGE_SIGNALS, "sigprocmask", NULL);
+        return;
+    }
     if (command == 0) {
         /* The command starts with nothing blocked, as it would without init.
          * Shared memory until exec: only syscalls and our own stack from here.
@@ -508,7 +510,7 @@ run_init(const struct sbx_plan *p, const struct launch_params *lp, int error_fd,
         CHECK(sigprocmask(SIG_SETMASK, &none, NULL) == 0, SBX_STAGE_SIGNALS, "sigprocmask", NULL);
         exec_command(p, lp, error_fd);
     }
-    CHECK(command > 0, SBX_STAGE_CLONE, "vfork", "(init)");
+    CHECK(command > 0, SBX_STAGE_CLONE, return_in_child ? "fork" : "vfork", "(init)");
     /* vfork returned: the command exec'd, or wrote its error record and exited
      * (init reaps it and exits too).  Keep only what the exec needs: the init
      * program, the status socket (no longer close-on-exec: init inherits it;
@@ -532,10 +534,12 @@ run_init(const struct sbx_plan *p, const struct launch_params *lp, int error_fd,
     fail(error_fd, SBX_STAGE_INIT_EXEC, errno, "execveat", "(the init program)");
 }
 
-static void __attribute__((noreturn))
-child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
+/* Steps 1-13: everything between the clone and the exec, in order.  Shared by
+ * the supervisor's clones (child_main) and a zygote's (csrc/zygote.c), which
+ * differ only in what follows: exec, or a return into a warm interpreter. */
+void sbx_child_setup(const struct sbx_plan *p, struct sbx_child *st, int sync_fd)
 {
-    int i, init_fd = p->init ? p->init_fd : -1;
+    int i, error_fd = st->error_fd, control_fd = st->control_fd, init_fd = p->init ? p->init_fd : -1;
     char c;
     struct launch_params lp;
 
@@ -650,12 +654,35 @@ child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
     /* 13. seccomp last: everything above used syscalls the policy denies. */
     if (p->bpf)
         load_seccomp(p, error_fd);
+    st->error_fd = error_fd;
+    st->control_fd = control_fd;
+    st->init_fd = init_fd;
+    st->lp = lp;
+}
+
+static void __attribute__((noreturn))
+child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
+{
+    struct sbx_child st;
+    st.error_fd = error_fd;
+    st.control_fd = control_fd;
+    sbx_child_setup(p, &st, sync_fd);
     /* 14. exec, trying the PATH candidates in order like execvp.  With init,
      *     after seccomp so both processes are filtered: the command runs as a
      *     vfork child and we exec the init program as pid 1. */
     if (p->init)
-        run_init(p, &lp, error_fd, control_fd, init_fd);
-    exec_command(p, &lp, error_fd);
+        sbx_child_run_init(p, &st.lp, st.error_fd, st.control_fd, st.init_fd, 0);
+    exec_command(p, &st.lp, st.error_fd);
+}
+
+void sbx_child_fail(int error_fd, int stage, int err, const char *what, const char *path)
+{
+    fail(error_fd, stage, err, what, path);
+}
+
+void sbx_child_close_all_but(unsigned int from, const int *keep, int n, int error_fd)
+{
+    close_all_but(from, keep, n, error_fd);
 }
 
 /* With a shell program (plan->shell_fd): the clone's first steps, then exec

@@ -204,6 +204,38 @@ int sbx_last_cap(void);
  * it cannot return to its own namespace.  Used by the Runtime API listener. */
 int sbx_socket_in_netns(int netns_fd, int domain, int type, int protocol);
 
+/* zygote.c: a sandbox forked from a warm interpreter (sandbox/zygote/). */
+struct sbx_zygote_fork_args {
+    unsigned long long clone_flags;  /* the plan's CLONE_NEW*; CLONE_NEWPID required (init) */
+    int plan_fd;                     /* sealed memfd: the packed plan (sbx_zygote_pack_plan) */
+    unsigned long plan_len;
+    int cgroup_fd;                   /* v2: CLONE_INTO_CGROUP dir fd, or -1 */
+    int init_fd;                     /* O_PATH descriptor of the init program */
+    const int *cgroup_procs_fds;     /* v1: cgroup.procs files the child writes "0" into */
+    int n_cgroup_procs_fds;
+};
+
+/* The plan as a flat blob for sbx_zygote_fork (returns the length needed: call
+ * with buf=NULL, cap=0 first), or -EOPNOTSUPP for a plan a zygote cannot make. */
+long sbx_zygote_pack_plan(const struct sbx_plan *plan, char *buf, unsigned long cap);
+
+/* Fork a sandbox from this (single-threaded) process.  Returns the child's pid
+ * in the caller (out filled as by sbx_spawn, the child waiting for the sync
+ * byte and then for its launch message), 0 in the child -- pid 2 of its
+ * namespace, fully set up, seccomp on, returning into the caller's
+ * interpreter -- or -errno.  The child is the caller's parent's child
+ * (CLONE_PARENT).  A setup failure is reported over out->error_fd as usual. */
+int sbx_zygote_fork(const struct sbx_zygote_fork_args *args, struct sbx_spawn *out);
+
+/* In the child after sbx_zygote_fork returned 0: the launch argv and the plan's
+ * environment (NULL-terminated). */
+const char *const *sbx_zygote_argv(void);
+const char *const *sbx_zygote_envp(void);
+
+/* Once at zygote start: die with `expected_parent` (-ESRCH if it is already
+ * gone), drop every capability on the host, set no_new_privs.  0 or -errno. */
+int sbx_zygote_harden(int expected_parent, int last_cap);
+
 /* plan_blob.c: a plan as one flat byte string for the shell program (see
  * csrc/plan_blob.h).  Pack `plan` into `buf` (capacity `cap`).  Returns the
  * blob's length; a result larger than `cap` means nothing usable was written

@@ -20,6 +20,7 @@ import time
 
 from .._core import ffi, lib
 from ..launcher import DEVNULL, spawn
+from ..zygote import spawner_for
 from .outcome import Outcome, Output, exit_status
 from .runtime import wire
 from .spec import EnvironmentSpec
@@ -104,8 +105,9 @@ class Environment:
                     pass  # capped by /proc/sys/fs/pipe-max-size: the default size still works
             for fd in (self._request_fd, self._response_fd, self._log_fd):
                 os.set_blocking(fd, False)
-            self._box = spawn(self.spec.argv(self.id), self.spec.config, stdin=DEVNULL, stdout=log_w,
-                              stderr=log_w, pass_fds=(request_r, response_w), supervisor=self._supervisor)
+            spawner = spawn if self.spec.zygote is None else spawner_for(self.spec)   # fresh or forked
+            self._box = spawner(self.spec.argv(self.id), self.spec.config, stdin=DEVNULL, stdout=log_w,
+                                stderr=log_w, pass_fds=(request_r, response_w), supervisor=self._supervisor)
         except BaseException:
             self._close_fds()
             self.state = DEAD

@@ -59,6 +59,8 @@ class EnvironmentPool:
         exempt from the idle timeout."""
         self._manager.reserve_slot(self)
         spec = self.spec
+        if self._manager.zygotes is not None and not spec.runtime_api and spec.config.init:   # fork it from a zygote
+            spec = dataclasses.replace(spec, zygote=self._manager.zygotes)
         if provisioned:
             spec = dataclasses.replace(spec, initialization_type="provisioned-concurrency")
         kind = RuntimeInterfaceEnvironment if spec.runtime_api else Environment
@@ -145,8 +147,9 @@ class EnvironmentManager:
     maximum lifetime (lease), and a reaper thread that enforces the last two."""
 
     def __init__(self, supervisor, *, max_environments: int, idle_timeout_s: float, max_lifetime_s: float,
-                 on_pool_empty=None):
+                 on_pool_empty=None, zygotes: tuple[str, ...] | None = None):
         self.supervisor = supervisor
+        self.zygotes = zygotes          # None, or the packages a zygote preloads (Runtime(zygotes=...))
         self.max_environments = max_environments
         self.idle_timeout_s = idle_timeout_s
         self.max_lifetime_s = max_lifetime_s

@@ -69,7 +69,10 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
                  init_timeout_s: float = INIT_TIMEOUT_S, log_sink=None, supervisor=None, disable=(),
                  event_pollers: int = 2, async_retry_delays_s=(60.0, 120.0), async_throttle_backoff_s=(1.0, 300.0),
                  dead_letter_dir: str | None = None, audit_log: str | None = None, audit_key: bytes | None = None,
-                 code_key: bytes | None = None, code_key_file: str | None = None):
+                 code_key: bytes | None = None, code_key_file: str | None = None, zygotes=False):
+        # zygotes: True forks environments from a runtime zygote; a tuple of
+        # package names also preloads those runtime packages (docs/zygotes.md).
+        zygotes = None if zygotes is False or zygotes is None else () if zygotes is True else tuple(zygotes)
         for name, value in (("idle_timeout_s", idle_timeout_s), ("max_lifetime_s", max_lifetime_s),
                             ("init_timeout_s", init_timeout_s)):
             if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
@@ -99,7 +102,7 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
         compileall.compile_dir(RUNTIME_DIR, quiet=2)
         self._manager = EnvironmentManager(supervisor or default_supervisor(), max_environments=max_environments,
                                            idle_timeout_s=idle_timeout_s, max_lifetime_s=self.max_lifetime_s,
-                                           on_pool_empty=self._pool_gone)
+                                           on_pool_empty=self._pool_gone, zygotes=zygotes)
         # Control-plane calls are recorded: in memory, or hash-chained in a file (docs/audit.md).
         self._audit = AuditLog(audit_log, key=audit_key)
         self.metrics = Metrics()

@@ -45,6 +45,9 @@ class EnvironmentSpec:
     # none was found) and is served the Runtime API (runtime_interface/).
     runtime_api: bool = False
     bootstrap: str = ""
+    # Fork environments from a zygote with these runtime-provided packages
+    # preloaded (sandbox/zygote, docs/zygotes.md); None: a fresh interpreter.
+    zygote: tuple[str, ...] | None = None
 
     def argv(self, environment_id: str) -> list[str]:
         return [real_interpreter(), "-S", "-B", "-u", f"{RUNTIME_MOUNT}/bootstrap.py",

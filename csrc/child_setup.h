@@ -1,0 +1,49 @@
+/*
+ * child_setup.h: the child-side setup of csrc/sandbox_core.c, shared with the
+ * zygote (csrc/zygote.c).  Internal: not part of the cffi cdef.
+ *
+ * Both ways of making a sandbox -- clone3 from the supervisor and exec, or
+ * clone3 from a zygote and return into its warm interpreter -- run the same
+ * ordered setup, sbx_child_setup(); they differ only in the last step.
+ */
+#ifndef SBX_CHILD_SETUP_H
+#define SBX_CHILD_SETUP_H
+
+struct sbx_plan;
+
+/* What the command gets: from the plan, or from a launch message (deferred_launch). */
+struct launch_params {
+    const char *const *argv;
+    const char *const *exec_paths;
+    int n_exec_paths;
+    const int *fd_map;
+    int n_fd_map;
+};
+
+/* The descriptors a child carries through setup; they move (dup) on the way. */
+struct sbx_child {
+    int error_fd;     /* write end of the error pipe (close-on-exec) */
+    int control_fd;   /* launch / init status socket, or -1 */
+    int init_fd;      /* the init program (O_PATH), or -1 */
+    struct launch_params lp;
+};
+
+/* Steps 1-13 of the ordered setup (signals .. seccomp), everything but the
+ * exec.  Never returns on failure: the failing step goes to the error pipe. */
+void sbx_child_setup(const struct sbx_plan *p, struct sbx_child *st, int sync_fd);
+
+/* With init: start the command as pid 2 and become the init program as pid 1.
+ * return_in_child == 0: the command is a vfork child that execs (never returns).
+ * return_in_child == 1: the command is a fork child that returns here (a
+ * zygote's warm interpreter, csrc/zygote.c); pid 1 never returns. */
+void sbx_child_run_init(const struct sbx_plan *p, const struct launch_params *lp, int error_fd,
+                        int status_fd, int init_fd, int return_in_child);
+
+/* Report (stage, errno, detail) over error_fd and _exit(127). */
+void sbx_child_fail(int error_fd, int stage, int err, const char *what, const char *path)
+    __attribute__((noreturn));
+
+/* Close every descriptor from `from` on except the (up to three) in keep[]. */
+void sbx_child_close_all_but(unsigned int from, const int *keep, int n, int error_fd);
+
+#endif
