@@ -50,6 +50,9 @@ class AllowRule:
             raise ConfigError(f"expected CIDR[:PORT[-PORT]][/tcp|udp|any], got {spec!r}", field=_field("allow"))
         lo = int(m["lo"]) if m["lo"] else 0
         hi = int(m["hi"]) if m["hi"] else lo
+        if m["lo"] and not (lo and hi):
+            raise ConfigError(f"ports are 1..65535 (leave the port out for every port), got {spec!r}",
+                              field=_field("allow"))
         return cls(m["net"], lo, hi, m["proto"] or "any").validated()
 
     def validated(self) -> "AllowRule":
