@@ -81,6 +81,7 @@ class CodeStore:
         self._blobs = os.path.join(self.root, "blobs")
         _make_dir(self._blobs, 0o700)
         self._key = given_key or sealed.default_key(os.path.join(self.root, "code.key"))
+        self._key_file = os.path.abspath(os.fspath(key_file)) if key_file is not None else None
         # Room for "/<address>.<token>" after the root so every stored path stays openable.
         path_max = os.pathconf(self.root, "PC_PATH_MAX") - len(self.root) - 80
         self._limits = checks.Limits(max_zipped, max_unzipped, max_entries,
@@ -185,7 +186,7 @@ class CodeStore:
                     _remove_path(os.path.join(self._blobs, name))
                     removed.append(f"blobs/{name}")
             for name in os.listdir(self.root):
-                if name not in ("blobs", "code.key"):
+                if name not in ("blobs", "code.key") and os.path.join(self.root, name) != self._key_file:
                     _remove_path(os.path.join(self.root, name))
                     removed.append(name)
         return removed

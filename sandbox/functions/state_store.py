@@ -63,6 +63,7 @@ class StateStore:
         self.path = os.path.join(self.dir, STATE_FILE)
         self._lock_fd = _hold(os.path.join(self.dir, "lock"))
         self._save_lock = threading.Lock()
+        self._taken = self._written = 0      # snapshot numbers: taken, and the newest on disk
         self.loaded = False        # saves are refused until load() succeeded: never overwrite what failed to load
 
     def close(self, runtime) -> None:
@@ -149,14 +150,22 @@ class StateStore:
         (the change is in effect in this process; the next save includes it)."""
         if not self.loaded:
             return
-        with self._save_lock:     # snapshots reach the disk in the order they were taken
+        # Snapshots are numbered under the runtime's lock and written under our own, never both held
+        # (no lock order to get wrong); a snapshot older than one already written is dropped.
+        with runtime._lock:
             state, named = snapshot(runtime)
+            self._taken += 1
+            number = self._taken
+        with self._save_lock:
+            if number <= self._written:
+                return
             try:
                 self.write(state)
             except OSError as exc:
                 raise StateError(exc.errno, f"could not save the state ({exc.strerror}): the change is in "
                                             "effect in this process but would not survive a restart; the next "
                                             "successful save includes it", self.path) from None
+            self._written = number
             runtime._store.flush_removed(named)
 
     def load(self, runtime) -> None:

@@ -203,3 +203,51 @@ def test_a_generated_key_is_kept_with_the_state(tmp_path, leak_checked):
 
 def served_or_refused(state, credentials):
     return start_serve("--credentials", credentials, "--state-dir", str(state))
+
+
+def test_concurrent_changes_all_reach_the_state_file(tmp_path, credentials, leak_checked):
+    import threading
+
+    state = tmp_path / "state"
+    server = served(state, credentials)
+    try:
+        clients = [client(server.url) for _ in range(8)]
+        code = conftest.zip_of({"app.py": "def handler(e, c):\n    return e\n"})
+
+        def make(i, lam):
+            lam.create_function(FunctionName=f"many-{i}", Runtime="python3", Handler="app.handler",
+                                Role="arn:aws:iam::123456789012:role/r", Code={"ZipFile": code})
+            lam.publish_version(FunctionName=f"many-{i}")
+        threads = [threading.Thread(target=make, args=(i, c)) for i, c in enumerate(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        assert server.stop(signal.SIGKILL) == -signal.SIGKILL     # only what each call saved counts
+    saved = json.loads((state / "state.json").read_text())["functions"]
+    assert sorted(saved) == [f"many-{i}" for i in range(8)]
+    assert all(list(f["versions"]) == ["1"] for f in saved.values())
+
+
+def test_a_failed_save_is_reported_and_the_next_one_catches_up(tmp_path, monkeypatch, leak_checked):
+    import errno
+
+    import sandbox
+    from sandbox.functions.state_store import StateError, StateStore
+
+    code = conftest.zip_of({"app.py": "def handler(e, c):\n    return e\n"})
+    with sandbox.Runtime(state_dir=str(tmp_path / "state")) as rt:
+        real_write = StateStore.write
+
+        def full(self, state):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(StateStore, "write", full)
+        with pytest.raises(StateError) as info:
+            rt.create_function("first", code, "app.handler")
+        assert info.value.errno == errno.ENOSPC and "the change is in effect in this process" in str(info.value)
+        assert rt.get_function("first").function_name == "first"
+        monkeypatch.setattr(StateStore, "write", real_write)
+        rt.create_function("second", code, "app.handler")
+    with sandbox.Runtime(state_dir=str(tmp_path / "state")) as rt:
+        assert [fc.function_name for fc in rt.list_functions()] == ["first", "second"]

@@ -220,3 +220,15 @@ def test_adopt_refuses_a_missing_blob_or_another_key(tmp_path):
     os.unlink(os.path.join(root, "blobs", f"{package.sha256}.blob"))
     with pytest.raises(CodeIntegrityError, match="cannot be opened: No such file"):
         CodeStore(root).adopt(package)
+
+
+def test_sweep_keeps_a_key_file_kept_inside_the_store(tmp_path):
+    from sandbox.functions.sealed import create_key_file
+
+    root = tmp_path / "code"
+    root.mkdir()
+    key_file = str(root / "my.key")
+    create_key_file(key_file)
+    codes = CodeStore(str(root), key_file=key_file, defer_removal=True)
+    codes.sweep()
+    assert os.path.exists(key_file)
