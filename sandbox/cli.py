@@ -11,6 +11,7 @@ import sys
 
 from .config import LAYERS, Config
 from .errors import SandboxError
+from .net.cli_args import add_network_arguments, network_from_args
 
 EXIT_SETUP_FAILED = 125
 
@@ -27,8 +28,7 @@ def _run_parser(sub) -> None:
     p.add_argument("--tmp-size", type=int, default=Config.tmp_size_mb, metavar="MB", help="size of /tmp")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable")
     p.add_argument("--policy", default=Config.policy, metavar="NAME|PATH", help="seccomp policy")
-    p.add_argument("--net", choices=("none", "loopback"), default=Config.net,
-                   help="loopback: private netns with lo up (default); none: lo down")
+    add_network_arguments(p)
     p.add_argument("--cwd", default=Config.cwd, help="working directory inside")
     p.add_argument("--disable", action="append", default=[], choices=LAYERS, metavar="LAYER",
                    help=f"turn an isolation layer off by name (weaker!): {', '.join(LAYERS)}")
@@ -55,7 +55,7 @@ def cmd_run(args) -> int:
         config = Config.create(binds=args.bind, env=env, disable=args.disable, memory_mb=args.memory,
                                cpus=args.cpus, pids=args.pids, timeout_s=args.timeout,
                                tmp_size_mb=args.tmp_size, policy=args.policy, net=args.net, cwd=args.cwd,
-                               init=args.init)
+                               init=args.init, network=network_from_args(args))
         with spawn(cmd, config) as box:
             result = box.wait()
     except SandboxError as exc:

@@ -146,8 +146,10 @@ class NetworkOptions:
                 raise ConfigError(f"resolver {d} is not reachable from a sandbox (loopback is its own)",
                                   field=_field("dns"))
         for rule in allow:
-            if ipaddress.IPv4Network(rule.network).overlaps(space):
-                raise ConfigError(f"{rule} overlaps the sandbox range {space}: sandboxes never reach each other",
+            # A wider rule (10.0.0.0/8 around 10.200.0.0/16) is fine: the range is
+            # refused before any allow rule.  One inside the range can never match.
+            if ipaddress.IPv4Network(rule.network).subnet_of(space):
+                raise ConfigError(f"{rule} lies in the sandbox range {space}: sandboxes never reach each other",
                                   field=_field("allow"))
         for name, low, high in (("rate_bytes", 1000, 10**11), ("rate_packets", 10, 10**8)):
             value = getattr(self, name)
