@@ -103,17 +103,23 @@ class Config:
     disable: frozenset[str] = field(default_factory=frozenset)
     init: bool = False               # a minimal pid 1 reaps orphans and forwards signals; needs "pid"
     network: NetworkOptions = NetworkOptions()  # egress allowlist, DNS, rates, range; netns to join
+    io: tuple = ()                   # cgroups.limits.IoLimit per block device (blkio v1 / io v2 throttles)
 
     @classmethod
     def create(cls, *, env: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
                binds: Iterable[Bind | str] = (), disable: Iterable[str] = (),
-               network: NetworkOptions | Mapping | None = None, **kwargs) -> "Config":
+               network: NetworkOptions | Mapping | None = None, io: Iterable = (), **kwargs) -> "Config":
         """Build a validated Config from friendly types (dict env, "SRC:DST" binds,
-        network as a dict of NetworkOptions.create arguments)."""
+        network as a dict of NetworkOptions.create arguments, io as IoLimit or
+        "DEVICE,wbps=N,..." strings)."""
         if isinstance(network, Mapping):
             network = NetworkOptions.create(**network)
         if network is not None:
             kwargs["network"] = network
+        if io:
+            from .cgroups.limits import IoLimit
+
+            kwargs["io"] = tuple(i if isinstance(i, IoLimit) else IoLimit.parse(i) for i in io)
         env_items = tuple((env or {}).items()) if isinstance(env, Mapping) else tuple(env or ())
         bind_items = tuple(b if isinstance(b, Bind) else Bind.parse(b) for b in binds)
         return cls(env=env_items, binds=bind_items, disable=frozenset(disable), **kwargs).validated()
@@ -177,7 +183,21 @@ class Config:
         dests = [b.dest for b in binds]
         if len(set(dests)) != len(dests):
             raise ConfigError("two binds share a destination", field="bind")
-        return replace(self, binds=binds, network=network)
+        return replace(self, binds=binds, network=network, io=self._validated_io())
+
+    def _validated_io(self) -> tuple:
+        if not self.io:
+            return ()
+        from .cgroups.limits import IoLimit
+
+        if not isinstance(self.io, tuple) or not all(isinstance(i, IoLimit) for i in self.io):
+            raise ConfigError(f"must be a tuple of IoLimit, got {self.io!r}", field="io")
+        if not self.enabled("cgroups"):
+            raise ConfigError("block I/O limits need the 'cgroups' layer", field="io")
+        io = tuple(i.validated() for i in self.io)
+        if len({i.device for i in io}) != len(io):
+            raise ConfigError("two limits for one device", field="io")
+        return io
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -186,6 +206,7 @@ class Config:
         out["disable"] = sorted(self.disable)
         out["network"] = {f.name: getattr(self.network, f.name) for f in fields(self.network)}
         out["network"]["allow"] = [str(r) for r in self.network.allow]
+        out["io"] = [{f.name: getattr(i, f.name) for f in fields(i)} for i in self.io]
         return out
 
 

@@ -57,7 +57,7 @@ def prepare_shell(encoded, supervisor) -> Shell:
         from .cgroups import CgroupLimits
 
         cgroup = supervisor.cgroups.create(CgroupLimits(memory_bytes=config.memory_mb * MiB,
-                                                        cpus=config.cpus, pids_max=config.pids))
+                                                        cpus=config.cpus, pids_max=config.pids, io=config.io))
     netns, joined = None, False
     try:
         if encoded.plan.network.join:  # egress / netns: cloned into an existing namespace

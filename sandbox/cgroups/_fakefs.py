@@ -29,6 +29,7 @@ V1_FILES = {
     "cpuacct": {"cpuacct.usage": "0\n"},
     "pids": {"pids.max": "max\n", "pids.current": "0\n"},
     "freezer": {"freezer.state": "THAWED\n"},
+    "blkio": {f"blkio.throttle.{k}_device": "" for k in ("read_bps", "write_bps", "read_iops", "write_iops")},
     "devices": {},
 }
 V1_COMMON = {"cgroup.procs": "", "tasks": "", "notify_on_release": "0\n", "cgroup.clone_children": "0\n"}
@@ -50,6 +51,7 @@ V2_FILES = {
     "cpu.stat": "usage_usec 0\nuser_usec 0\nsystem_usec 0\n",
     "pids.max": "max\n",
     "pids.current": "0\n",
+    "io.max": "",
 }
 
 
@@ -97,7 +99,7 @@ class FakeCgroupFs:
 
 
 def build_v1_tree(root: str, *, own: dict[str, str] | None = None, comount_cpu: bool = False,
-                  memsw: bool = True, freezer: bool = True):
+                  memsw: bool = True, freezer: bool = True, blkio: bool = False):
     """A v1 layout like this project's host below `root`.  Returns
     (proc_cgroup_text, mountinfo_text, FakeCgroupFs)."""
     own = own or {"memory": "/process_api/abc"}
@@ -105,6 +107,8 @@ def build_v1_tree(root: str, *, own: dict[str, str] | None = None, comount_cpu: 
     hierarchies += [("cpu", "cpuacct")] if comount_cpu else [("cpu",), ("cpuacct",)]
     if freezer:
         hierarchies.append(("freezer",))
+    if blkio:
+        hierarchies.append(("blkio",))
     cg_lines, mi_lines, mounts = [], [], {}
     for n, ctrls in enumerate(hierarchies, start=2):
         name = ",".join(ctrls)

@@ -36,7 +36,8 @@ class CgroupHost:
                  use); v1: same as controllers.
     features     optional kernel files: 'memsw' (swap can be limited),
                  'memory.peak', 'cgroup.kill', 'cgroup.freeze' (v2), 'freezer'
-                 (v1 freezer hierarchy), 'swap' (swap is active on the host).
+                 (v1 freezer hierarchy), 'blkio' (v1 blkio hierarchy: block I/O
+                 limits), 'swap' (swap is active on the host).
     unified_path own directory in the cgroup2 tree ('' when none is mounted).
     """
 
@@ -126,8 +127,9 @@ def host_from_texts(proc_cgroup: str, mountinfo: str, *, fs_root: str = "", swap
         controllers = frozenset(v1_own)
         if "memory" in v1_own and os.path.exists(os.path.join(v1_own["memory"], "memory.memsw.limit_in_bytes")):
             features.add("memsw")
-        if "freezer" in v1_own:
-            features.add("freezer")
+        for optional in ("freezer", "blkio"):  # kill; block I/O limits
+            if optional in v1_own:
+                features.add(optional)
         return CgroupHost(1, tuple(sorted(v1_mounts.items())), tuple(sorted(v1_own.items())), controllers,
                           controllers, frozenset(features), unified_path)
     if unified_path:

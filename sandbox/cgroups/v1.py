@@ -61,7 +61,7 @@ class _Plain(_FileIO, Controller):
 _CLASSES = {"memory": _Memory, "cpu": _Cpu, "cpuacct": _CpuAcct}
 
 # Join order for the child: memory first so nothing it allocates is uncharged.
-_ORDER = ("memory", "pids", "cpu", "cpuacct", "freezer")
+_ORDER = ("memory", "pids", "cpu", "cpuacct", "freezer", "blkio")
 
 
 def controller(name: str, directory: str) -> Controller:
@@ -78,7 +78,9 @@ class V1Backend:
         `delegated_root` is a v2 notion (v1 cgroups can always nest below our
         own): ignored here."""
         self.fs = fs
-        wanted = list(V1_CONTROLLERS) + (["freezer"] if "freezer" in host.features else [])
+        # Optional hierarchies: freezer (kill), blkio (block I/O limits; joined by
+        # every sandbox when mounted, so a limit never needs a second migration).
+        wanted = list(V1_CONTROLLERS) + [c for c in ("freezer", "blkio") if c in host.features]
         for name in V1_CONTROLLERS:
             if host.own_path(name) is None:
                 raise CgroupSetupError(errno.ENOENT, f"{name}: no cgroup v1 hierarchy for this controller is mounted "
@@ -147,6 +149,11 @@ class V1Backend:
     def arm(self, dirs: tuple[str, ...], limits: CgroupLimits):
         """Write the limits and open the procs fds the child joins through.
         Returns (procs_fds, clone_fd=-1).  The caller discards `dirs` on failure."""
+        if limits.io and "blkio" not in self._index:
+            raise CgroupSetupError(errno.EOPNOTSUPP, "blkio: no cgroup v1 blkio hierarchy is mounted (or our own "
+                                   "cgroup in it is not visible), so block I/O limits cannot be set",
+                                   hint="mount it (mount -t cgroup -o blkio cgroup /sys/fs/cgroup/blkio) "
+                                   "or drop the io limits")
         ctrls: dict[str, Controller] = {}
         for w in v1_limit_writes(limits, memsw=self.memsw):
             ctrl = ctrls.get(w.controller)

@@ -69,6 +69,7 @@ class V2Backend:
                                        f"{base}/cgroup.subtree_control lacks it, so our sandbox cgroups "
                                        f"cannot get it", hint=_DELEGATION_HINT)
         self.features = set(host.features)
+        self._io_delegated = "io" in delegated and "io" in controllers
         self.hierarchies = ((base, LIMIT_CONTROLLERS),)
 
     # -- parent ------------------------------------------------------------
@@ -98,6 +99,7 @@ class V2Backend:
                               ("memory.peak", "memory.peak"), ("memory.swap.max", "memsw")):
             if os.path.exists(os.path.join(parent, name)):
                 self.features.add(feature)
+        self._enable_io(parent)
         if "memsw" not in self.features and "swap" in self.features:
             try:
                 self.fs.rmdir(parent)
@@ -106,6 +108,18 @@ class V2Backend:
             raise CgroupSetupError(errno.EOPNOTSUPP, f"memory: swap is active but {parent}/memory.swap.max is "
                                    "missing, so the memory limit cannot exclude swap",
                                    hint="boot with swapaccount=1 (CONFIG_MEMCG_SWAP), or swapoff -a")
+
+    def _enable_io(self, parent: str) -> None:
+        """The io controller only serves block I/O limits, so it is optional:
+        given to our children when the base cgroup delegates it (feature 'io');
+        a sandbox that asks for limits without it fails in arm()."""
+        if not self._io_delegated:
+            return  # the base cgroup does not delegate io
+        try:
+            write_value(os.path.join(parent, "cgroup.subtree_control"), b"+io")
+        except OSError:
+            return
+        self.features.add("io")
 
     # -- one sandbox -------------------------------------------------------
     def make(self, parents: tuple[str, ...], name: str) -> tuple[str, ...]:
@@ -129,6 +143,10 @@ class V2Backend:
         """Write the limits, open the directory fd for CLONE_INTO_CGROUP.
         Returns (procs_fds=(), clone_fd).  The caller discards `dirs` on failure."""
         (d,) = dirs
+        if limits.io and "io" not in self.features:
+            raise CgroupSetupError(errno.EOPNOTSUPP, f"io: controller not available to {self.base} (its "
+                                   "cgroup.subtree_control lacks +io), so block I/O limits cannot be set",
+                                   hint="delegate +io to the supervisor's cgroup, or drop the io limits")
         for w in v2_limit_writes(limits, memsw="memsw" in self.features):
             path = d + "/" + w.filename
             try:
