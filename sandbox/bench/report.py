@@ -98,6 +98,10 @@ def markdown(results: dict) -> str:
     out += ["", f"All {growth['reached']} killed and reaped in {growth['teardown_seconds']:.2f} s; leak check: "
             f"{len(leak['leftover_pids'])} leftover processes, {len(leak['sleeper_cgroups_left'])} of the sleepers' "
             f"{leak['sleeper_cgroups_checked']} cgroup directories left.", ""]
+    if "zygote" in results:
+        from .zygote import markdown as zygote_section
+
+        out += zygote_section(results["zygote"])
     return "\n".join(out)
 
 

@@ -7,16 +7,18 @@ import os
 import platform
 import time
 
-from . import churn, layers, memory, report, seccomp_cost
+from . import churn, layers, memory, report, seccomp_cost, zygote
 from .scripts import invoke_bench
 
 SIZES = {
     True: {"layer_rounds": 5, "layer_warmup": 1, "invoke": "QUICK", "seccomp_processes": 4,
-           "seccomp_calls": 100_000, "environments": 10, "churn_seconds": 2.0, "live": 20},
+           "seccomp_calls": 100_000, "environments": 10, "churn_seconds": 2.0, "live": 20,
+           "zygote_rounds": 3, "zygote_environments": 10, "zygote_live": 10},
     False: {"layer_rounds": 100, "layer_warmup": 10, "invoke": "FULL", "seccomp_processes": 20,
-            "seccomp_calls": 300_000, "environments": 100, "churn_seconds": 10.0, "live": 1000},
+            "seccomp_calls": 300_000, "environments": 100, "churn_seconds": 10.0, "live": 1000,
+            "zygote_rounds": 20, "zygote_environments": 100, "zygote_live": 1000},
 }
-SECTIONS = ("layers", "invoke", "seccomp", "memory", "churn")
+SECTIONS = ("layers", "invoke", "seccomp", "memory", "churn", "zygote")
 
 
 def machine() -> dict:
@@ -45,6 +47,7 @@ def run(quick: bool, log=print) -> dict:
         ("seccomp", lambda: seccomp_cost.measure(size["seccomp_processes"], size["seccomp_calls"])),
         ("memory", lambda: memory.measure(size["environments"])),
         ("churn", lambda: churn.measure(size["churn_seconds"], size["live"])),
+        ("zygote", lambda: zygote.measure(size["zygote_rounds"], size["zygote_environments"], size["zygote_live"])),
     )
     for name, step in steps:
         t = time.perf_counter()
