@@ -64,7 +64,7 @@ ffibuilder.set_source(
     "sandbox._core",
     '#include <netinet/in.h>\n#include "sbx_sys.h"\n#include "sandbox_core.h"\n#include "channel.h"\n',
     sources=[os.path.join(HERE, "sandbox_core.c"), os.path.join(HERE, "channel.c"),
-             os.path.join(HERE, "netns_socket.c"), os.path.join(HERE, "plan_blob.c"),
+             os.path.join(HERE, "netns_socket.c"), os.path.join(HERE, "plan_blob.c"), os.path.join(HERE, "shell_start.c"),
              os.path.join(HERE, "zygote.c")],
     include_dirs=[HERE],
     extra_compile_args=COMPILE_ARGS,

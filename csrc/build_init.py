@@ -7,6 +7,7 @@ Compiled by the same compiler object and with the same flags as the C core
 executable needs: no libc, no stack protector (it would read a TLS canary that
 nobody set up), no dynamic loader, fixed addresses.  Not packaged: build code.
 """
+import glob
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,9 +34,8 @@ def build_init_program(compiler, build_temp: str, output: str, force: bool = Fal
 
 
 SHELL_SOURCE = os.path.join(HERE, "sandbox_shell.c")
-# One translation unit: the shell #includes the core, so it depends on all of these.
-SHELL_DEPENDS = [SHELL_SOURCE] + [os.path.join(HERE, name) for name in
-                                  ("sandbox_core.c", "sandbox_core.h", "plan_blob.c", "plan_blob.h", "sbx_sys.h")]
+# The shell #includes the core, so any C source or header may change it.
+SHELL_DEPENDS = sorted(glob.glob(os.path.join(HERE, "*.[ch]")))
 # Static with libc: exec'd once per pre-made sandbox, so no dynamic loader work.
 SHELL_LINK_ARGS = ["-static", "-Wl,--build-id=none", "-s"]
 
@@ -46,7 +46,8 @@ def build_shell_program(compiler, build_temp: str, output: str, force: bool = Fa
 
     if not (force or newer_group(SHELL_DEPENDS, output)):
         return output
-    objects = compiler.compile([SHELL_SOURCE, os.path.join(HERE, "plan_blob.c")], output_dir=build_temp,
+    objects = compiler.compile([SHELL_SOURCE] + [os.path.join(HERE, name) for name in ("plan_blob.c", "shell_start.c")],
+                               output_dir=build_temp,
                                extra_postargs=COMPILE_ARGS)
     os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
     compiler.link_executable(objects, os.path.basename(output), output_dir=os.path.dirname(output) or ".",

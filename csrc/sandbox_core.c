@@ -10,6 +10,7 @@
 #include "sbx_sys.h"
 #include "sandbox_core.h"
 #include "plan_blob.h"
+#include "shell_start.h"
 #include "child_setup.h"
 
 #include <errno.h>
@@ -40,10 +41,6 @@
 #define SBX_MAX_FDS 256
 #define SBX_MAX_BPF_INSNS 4096
 
-struct sbx_clone_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal;
-    uint64_t stack, stack_size, tls, set_tid, set_tid_size, cgroup;
-};
 
 /* Child-private scratch space: the child is a copy of the parent, so these
  * statics are its own and using them allocates nothing. */
@@ -685,76 +682,6 @@ void sbx_child_close_all_but(unsigned int from, const int *keep, int n, int erro
     close_all_but(from, keep, n, error_fd);
 }
 
-/* With a shell program (plan->shell_fd): the clone's first steps, then exec
- * of the shell, which runs child_main() from the packed plan.  Until the exec
- * this process is a copy-on-write copy of the supervisor; afterwards it is a
- * small program of its own, so pre-made sandboxes pin none of the supervisor's
- * pages and the command's exec does not have to tear down a copy of them. */
-static void __attribute__((noreturn))
-exec_shell(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd, int plan_fd)
-{
-    static const char *const shell_argv[] = {"sandbox-shell", NULL};
-    static const char *const shell_envp[] = {NULL};
-    int sources[5 + SBX_SHELL_MAX_CGROUP_FDS], targets[5 + SBX_SHELL_MAX_CGROUP_FDS];
-    int n = 0, i, top, shell_fd;
-    struct __user_cap_header_struct hdr;
-    struct __user_cap_data_struct data[2];
-    char c;
-    ssize_t got;
-
-    /* 1-3 as in child_main: default signals, die with the supervisor, and wait
-     * for the id maps -- exec needs them to keep our capabilities (below). */
-    reset_signals(error_fd);
-    CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0, SBX_STAGE_DEATHSIG, "prctl(PR_SET_PDEATHSIG)", NULL);
-    do {
-        got = read(sync_fd, &c, 1);
-    } while (got < 0 && errno == EINTR);
-    if (got != 1)
-        fail(error_fd, SBX_STAGE_SYNC, got < 0 ? errno : EPIPE, "parent sync", NULL);
-    close(sync_fd);
-    /* The descriptors the shell expects (plan_blob.h), first moved above the
-     * layout so that no dup3 overwrites a source still to be moved. */
-    sources[n] = error_fd, targets[n++] = SBX_SHELL_FD_ERROR;
-    sources[n] = control_fd, targets[n++] = SBX_SHELL_FD_CONTROL;
-    sources[n] = plan_fd, targets[n++] = SBX_SHELL_FD_PLAN;
-    sources[n] = p->init ? p->init_fd : -1, targets[n++] = SBX_SHELL_FD_INIT;
-    for (i = 0; i < p->n_cgroup_procs_fds; i++)
-        sources[n] = p->cgroup_procs_fds[i], targets[n++] = SBX_SHELL_FD_CGROUP + i;
-    top = SBX_SHELL_FD_CGROUP + p->n_cgroup_procs_fds;
-    shell_fd = fcntl(p->shell_fd, F_DUPFD_CLOEXEC, top);
-    CHECK(shell_fd >= 0, SBX_STAGE_FDS, "dup", "(shell program)");
-    for (i = 0; i < n; i++)
-        if (sources[i] >= 0) {
-            sources[i] = fcntl(sources[i], F_DUPFD_CLOEXEC, top);
-            CHECK(sources[i] >= 0, SBX_STAGE_FDS, "dup", "(shell layout)");
-        }
-    for (i = 0; i < n; i++) {
-        if (sources[i] >= 0)
-            CHECK(dup3(sources[i], targets[i], 0) == targets[i], SBX_STAGE_FDS, "dup3", "(shell layout)");
-        else
-            close(targets[i]);   /* an unused slot holds nothing of ours */
-    }
-    error_fd = SBX_SHELL_FD_ERROR;
-    /* Everything else closes at the exec (stdio stays, as without a shell). */
-    CHECK(syscall(SYS_close_range, (unsigned)top, ~0U, CLOSE_RANGE_CLOEXEC) == 0, SBX_STAGE_FDS, "close_range", NULL);
-    /* Our uid is not root in the new user namespace (only the sandbox's uid is
-     * mapped), so exec would clear every capability; the ambient set carries
-     * them across.  The shell empties it first thing. */
-    if (p->clone_flags & CLONE_NEWUSER) {
-        memset(&hdr, 0, sizeof hdr);
-        hdr.version = _LINUX_CAPABILITY_VERSION_3;
-        CHECK(syscall(SYS_capget, &hdr, data) == 0, SBX_STAGE_CAPSET, "capget", "(shell)");
-        data[0].inheritable = data[0].permitted;
-        data[1].inheritable = data[1].permitted;
-        CHECK(syscall(SYS_capset, &hdr, data) == 0, SBX_STAGE_CAPSET, "capset", "(shell)");
-        for (i = 0; i <= p->last_cap; i++)
-            CHECK(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0) == 0,
-                  SBX_STAGE_AMBIENT, "prctl(PR_CAP_AMBIENT_RAISE)", "(shell)");
-    }
-    execveat(shell_fd, "", (char *const *)shell_argv, (char *const *)shell_envp, AT_EMPTY_PATH);
-    fail(error_fd, SBX_STAGE_SHELL_EXEC, errno, "execveat", "(the shell program)");
-}
-
 /* The packed plan for the shell, in a pipe: written whole before the clone
  * (so nobody waits on anybody), with the descriptor numbers the shell will
  * see.  Returns the read end (close-on-exec), or -errno. */
@@ -813,6 +740,31 @@ fail:
     return -err;
 }
 
+/* What the clone needs until it execs the shell (csrc/shell_start.c). */
+static void shell_start_of(const struct sbx_plan *plan, struct sbx_shell_start *start, const int *error_pipe,
+                           const int *sync_pipe, const int *control, int plan_fd, int home)
+{
+    int i;
+    memset(start, 0, sizeof *start);
+    start->clone_flags = plan->clone_flags;
+    start->last_cap = plan->last_cap;
+    start->error_fd = error_pipe[1];
+    start->sync_fd = sync_pipe[0];
+    start->control_fd = control[1];
+    start->plan_fd = plan_fd;
+    start->init_fd = plan->init ? plan->init_fd : -1;
+    start->shell_fd = plan->shell_fd;
+    start->n_cgroup_fds = plan->n_cgroup_procs_fds;   /* <= SBX_SHELL_MAX_CGROUP_FDS: plan_pipe checked */
+    for (i = 0; i < plan->n_cgroup_procs_fds; i++)
+        start->cgroup_fds[i] = plan->cgroup_procs_fds[i];
+    start->close_fds[start->n_close++] = error_pipe[0];
+    start->close_fds[start->n_close++] = sync_pipe[1];
+    if (control[0] >= 0)
+        start->close_fds[start->n_close++] = control[0];
+    if (home >= 0)
+        start->close_fds[start->n_close++] = home;
+}
+
 /* One sbx_spawn at a time per process.  Between its pipe2() and the close of
  * the child's ends, those ends are open in the supervisor; a sandbox cloned
  * by another thread in that window would hold a copy -- of the error pipe's
@@ -869,6 +821,8 @@ static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out)
     struct sbx_clone_args args;
     int error_pipe[2], sync_pipe[2], control[2] = {-1, -1}, pidfd = -1, saved, home = -1, plan_fd = -1;
     long pid;
+    struct sbx_shell_start start;
+    struct sbx_stack stack = {NULL, 0};
 
     out->stage = SBX_STAGE_CLONE;
     if (plan->n_ops > SBX_MAX_OPS || plan->n_fd_map > SBX_MAX_FDS)
@@ -918,6 +872,13 @@ static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out)
         out->stage = SBX_STAGE_NETNS_JOIN;  /* fail closed: never clone into the wrong namespace */
         errno = -saved;
         pid = -1;
+    } else if (plan_fd >= 0) {
+        shell_start_of(plan, &start, error_pipe, sync_pipe, control, plan_fd, home);
+        pid = sbx_shell_clone(&args, &start, &stack);
+        if (pid < 0) {
+            errno = (int)-pid;
+            pid = -1;
+        }
     } else {
         pid = syscall(SYS_clone3, &args, sizeof args);
     }
@@ -928,8 +889,6 @@ static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out)
         close(sync_pipe[1]);
         if (control[0] >= 0)
             close(control[0]);
-        if (plan_fd >= 0)
-            exec_shell(plan, error_pipe[1], sync_pipe[0], control[1], plan_fd);
         child_main(plan, error_pipe[1], sync_pipe[0], control[1]);
     }
     saved = errno;
@@ -948,6 +907,8 @@ static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out)
             close(control[0]);
         return -saved;
     }
+    out->stack_addr = (unsigned long)(uintptr_t)stack.addr;
+    out->stack_len = (unsigned long)stack.len;
     out->control_fd = control[0];
     out->pid = (int)pid;
     out->pidfd = pidfd;

@@ -174,6 +174,8 @@ struct sbx_spawn {
     int error_fd;   /* read end: EOF without a record means exec succeeded */
     int sync_fd;    /* write end: one byte releases the child (if wait_for_parent) */
     int control_fd; /* deferred_launch: our end of the SOCK_SEQPACKET launch channel, else -1 */
+    unsigned long stack_addr, stack_len;  /* the clone's stack in our memory (CLONE_VM, csrc/shell_start.c),
+                                             or 0: sbx_release_stack it once the child exec'd or was reaped */
     int stage;      /* when sbx_spawn fails: SBX_STAGE_CLONE, or SBX_STAGE_NETNS_JOIN */
 };
 
@@ -248,3 +250,7 @@ size_t sbx_plan_pack(const struct sbx_plan *plan, char *buf, size_t cap);
  * lie inside the blob and every string to end inside it.  Returns the plan, or
  * NULL (errno EINVAL) for a malformed blob.  `blob` must be 8-byte aligned. */
 struct sbx_plan *sbx_plan_unpack(char *blob, size_t len);
+
+/* shell_start.c: unmap a clone's stack (struct sbx_spawn.stack_addr/len) once
+ * the child no longer runs on it (it exec'd, or was reaped).  0 or -errno. */
+int sbx_release_stack(unsigned long addr, unsigned long len);

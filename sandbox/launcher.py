@@ -316,6 +316,7 @@ def _launch(shell, encoded, argv: list[str], fd_map: list[int]) -> None:
         shell.control_fd = -1
     error_fd, shell.error_fd = shell.error_fd, -1
     _check_exec(error_fd)  # a setup failure of the shell is reported here, typed
+    shell.release_stack()  # the command exec'd, so the shell program did long before (on failure: discard)
     if rc < 0:
         raise SpawnError(-rc, "launch message to the pre-made sandbox")
 

@@ -31,6 +31,16 @@ class Shell:
     error_fd: int
     control_fd: int
     cgroup: object | None
+    # The clone's stack in our memory (it shares it until it execs the shell
+    # program, csrc/shell_start.c); (0, 0) when there is none or it was released.
+    stack: tuple[int, int] = (0, 0)
+
+    def release_stack(self) -> None:
+        """Unmap the clone's stack: only once the child exec'd or was reaped."""
+        addr, length = self.stack
+        self.stack = (0, 0)
+        if addr:
+            lib.sbx_release_stack(addr, length)
 
     def discard(self) -> None:
         """Kill, reap and release everything this unlaunched shell holds."""
@@ -43,6 +53,7 @@ class Shell:
         except ProcessLookupError:
             pass
         os.waitpid(self.pid, 0)
+        self.release_stack()
         os.close(self.pidfd)
         if self.cgroup is not None:
             self.cgroup.destroy()
@@ -84,7 +95,7 @@ def prepare_shell(encoded, supervisor) -> Shell:
     finally:
         if cgroup is not None:
             cgroup.release_attach_fds()
-    shell = Shell(out.pid, out.pidfd, out.error_fd, out.control_fd, cgroup)
+    shell = Shell(out.pid, out.pidfd, out.error_fd, out.control_fd, cgroup, (out.stack_addr, out.stack_len))
     try:
         try:
             write_id_maps_in_parent(encoded.plan.namespaces, shell.pid)
