@@ -79,6 +79,9 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if isinstance(max_environments, bool) or not isinstance(max_environments, int) or max_environments < 1:
             raise ValueError(f"max_environments must be an integer >= 1, got {max_environments!r}")
+        if dead_letter_dir is not None and not os.path.isdir(dead_letter_dir):
+            # Checked before anything is made: a refused Runtime leaves no thread, directory or sandbox.
+            raise ValueError(f"dead_letter_dir {dead_letter_dir!r} is not a directory")
         self.region, self.account_id = region, account_id
         self.max_lifetime_s = float(max_lifetime_s)
         self.init_timeout_s = float(init_timeout_s)
@@ -108,8 +111,6 @@ class Runtime(AccessAPI, ConcurrencyAPI, EventAPI, LayersAPI):
         self.metrics = Metrics()
         self._invoker = Invoker(self, log_sink if log_sink is not None else LoggerSink(), self.metrics)
         self._provisioner = Provisioner(self.metrics)
-        if dead_letter_dir is not None and not os.path.isdir(dead_letter_dir):
-            raise ValueError(f"dead_letter_dir {dead_letter_dir!r} is not a directory")
         self._event_configs: dict = {}
         self._events = EventQueue(self._invoke_for_event, self._event_config, pollers=event_pollers,
                                   retry_delays_s=async_retry_delays_s, throttle_backoff_s=async_throttle_backoff_s,

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import tempfile
 import threading
 import time
 
@@ -173,3 +174,15 @@ def test_fault_run_every_event_ends_exactly_once_as_configured(code, no_leaks):
     failed_ids = {r["requestContext"]["requestId"] for r in failed.records}
     assert {rid for rid, fail in plan.items() if fail} <= failed_ids   # every event asked to fail ended there
     # the others failed only if the killer hit all three of their attempts
+
+
+def test_a_refused_dead_letter_dir_leaves_nothing_behind(tmp_path, no_leaks):
+    """Bad input is refused before anything is made: no thread, state
+    directory or sandbox outlives the ValueError."""
+    threads = set(threading.enumerate())
+    before = set(os.listdir(tempfile.gettempdir()))
+    with pytest.raises(ValueError, match="dead_letter_dir"):
+        sandbox.Runtime(dead_letter_dir=str(tmp_path / "missing"))
+    assert set(threading.enumerate()) <= threads
+    made = {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("sandbox-runtime-")}
+    assert not made, made
