@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import heapq
 import queue
 import threading
@@ -130,6 +131,9 @@ class Supervisor:
 
     def close(self) -> None:
         self.pool.close()
+        zygotes = sys.modules.get("sandbox.zygote.service")   # only if zygotes were ever used
+        if zygotes is not None:
+            zygotes.close_service(self)   # before the cgroups: each zygote lives in one of ours
         with self._lock:
             network, self._network = self._network, None
         if network is not None:

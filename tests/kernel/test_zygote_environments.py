@@ -147,6 +147,20 @@ def test_zygote_memory_is_its_own_cgroup_and_goes_at_the_end(supervisor):
     assert not any(os.path.exists(d) for d in zygote_dirs)
 
 
+def test_closing_the_supervisor_stops_its_zygotes(no_leaks):
+    """Supervisor.close() alone ends the zygotes and removes their cgroups:
+    an embedder need not know about the zygote service."""
+    sup = sandbox.Supervisor(pool_size=1)
+    box = zygote_spawn(ARGV, _config(), KIND, stdin=sandbox.DEVNULL, stdout=sandbox.PIPE, stderr=sandbox.PIPE,
+                       supervisor=sup)
+    _run(box)
+    zygote = service_for(sup).zygotes()[0]
+    zygote_pid, zygote_dirs = zygote.pid, zygote.cgroup.dirs
+    sup.close()
+    assert conftest_gone(zygote_pid)
+    assert not any(os.path.exists(d) for d in zygote_dirs)
+
+
 def conftest_gone(pid: int, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
