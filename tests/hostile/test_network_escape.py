@@ -13,7 +13,7 @@ import pytest
 
 import sandbox
 from probes import netlab
-from probes.harness import PROBES, last_json, probe_argv
+from probes.harness import PROBES, last_json
 from sandbox.supervisor import Supervisor
 
 pytestmark = [pytest.mark.hostile, pytest.mark.kernel]

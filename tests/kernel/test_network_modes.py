@@ -10,7 +10,7 @@ import pytest
 
 import sandbox
 from probes import netlab
-from probes.harness import expect_probe, last_json, probe_argv
+from probes.harness import last_json, probe_argv
 from sandbox.errors import ConfigError, NetworkError
 from sandbox.supervisor import Supervisor
 
