@@ -4,8 +4,8 @@ A *lease* is one network namespace the supervisor made: lo up, a veth whose
 host end (sbxXXXXXXXX, .1 of a /30) stays in the host namespace and whose
 sandbox end (eth0, .2) is inside, a default route via the host end, the
 sandbox firewall (nft.sandbox_ruleset) and the rate limits (tc.py).  Making
-one costs several milliseconds of netlink work, so `NetworkManager` keeps
-`pool_size` ready per NetworkOptions, made in the background.
+one costs 13-20 ms of netlink work, so `NetworkManager` keeps `pool_size`
+ready per NetworkOptions (from their second use on), made in the background.
 
 A lease serves one sandbox and is never reused: its namespace has seen that
 sandbox's traffic (conntrack entries, neighbour and socket state), and
@@ -57,6 +57,7 @@ class NetworkManager:
         self._lock = threading.Lock()
         self._ready: collections.OrderedDict = collections.OrderedDict()
         self._pending: collections.Counter = collections.Counter()
+        self._seen: collections.OrderedDict = collections.OrderedDict()
         self._attached: set[Lease] = set()
         self._allocators: dict[str, SlotAllocator] = {}
         self._host: HostNet | None = None
@@ -237,6 +238,15 @@ class NetworkManager:
         with self._lock:
             if self._closed:
                 return
+            # Pre-make only for options used more than once (as pool.ShellPool
+            # does): a one-off run, such as the CLI's, would pay for namespaces
+            # nobody takes.
+            if options not in self._seen:
+                self._seen[options] = True
+                if len(self._seen) > 4 * self._max_options:
+                    self._seen.popitem(last=False)
+                return
+            self._seen.move_to_end(options)
             missing = self.pool_size - len(self._ready.get(options, ())) - self._pending[options]
             self._pending[options] += max(0, missing)
         for _ in range(missing):
