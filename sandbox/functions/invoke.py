@@ -115,7 +115,7 @@ class Invoker:
         text = None
         want_logs = logs.sink_enabled(self.sink)
         if want_logs or log_type == "Tail":
-            text = (self._init_start() + init.output.decode("utf-8", "replace")
+            text = (self._init_start(fc) + init.output.decode("utf-8", "replace")
                     + f"INIT_REPORT Init Duration: {env.init_duration_ms:.2f} ms\tPhase: init\tStatus: error"
                     f"\tError Type: {error_type}\n"
                     + logs.start_line(request_id, fc.version) + logs.end_line(request_id)
@@ -127,14 +127,17 @@ class Invoker:
                             fc.version, request_id, 0.0, env.init_duration_ms, env.id)
 
     # -- logs -----------------------------------------------------------------------
-    def _init_start(self) -> str:
-        return logs.init_start_line(logs.RUNTIME_VERSION.format(version=PYTHON_VERSION), self._runtime.region,
-                                    "sandbox")
+    def _init_start(self, fc) -> str:
+        if fc.runtime.startswith("provided"):   # "provided.al2023" -> "provided:al2023.sandbox1", as Lambda names it
+            version = fc.runtime.replace(".", ":", 1) + ".sandbox1" if "." in fc.runtime else "provided:sandbox1"
+        else:
+            version = logs.RUNTIME_VERSION.format(version=PYTHON_VERSION)
+        return logs.init_start_line(version, self._runtime.region, "sandbox")
 
     def _log_text(self, fc, env, request_id, outcome, init, status, error_type) -> str:
         parts = []
         if init is not None:
-            parts.append(self._init_start())
+            parts.append(self._init_start(fc))
             parts.append(env.init_output.decode("utf-8", "replace"))
         parts.append(logs.start_line(request_id, fc.version))
         parts.append(outcome.output.decode("utf-8", "replace"))

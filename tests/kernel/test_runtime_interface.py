@@ -171,6 +171,7 @@ def test_tutorial_bootstrap_runs_unchanged_and_stays_warm(rt, make, sink):
     assert len({r.environment_id for r in results}) == 1
     assert results[0].init_duration_ms is not None and results[1].init_duration_ms is None
     assert all(r.function_error is None for r in results)
+    assert "INIT_START Runtime Version: provided:al2023.sandbox1\t" in sink.records[results[0].request_id].text
     text = sink.records[results[1].request_id].text
     assert f"START RequestId: {results[1].request_id} Version: $LATEST" in text
     assert '{"n": 1}' in text                                    # the handler's stderr

@@ -278,6 +278,8 @@ class RuntimeAPIServer:
         try:
             while conn.fd in self._conns and not conn.parked and not conn.close_after:
                 if conn.head is None:
+                    if not conn.inbuf:
+                        return
                     head, used = parse_head(conn.inbuf, conn.scan)
                     if head is None:
                         conn.scan = used
