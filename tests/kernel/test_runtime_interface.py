@@ -363,3 +363,15 @@ def test_awslambdaric_timeout(rt, make, awslambdaric_dir):
     result = rt.invoke(name, b'{"sleep": 5}')
     assert json.loads(result.payload)["errorType"] == "Sandbox.Timedout"
     assert rt.invoke(name, b"{}").environment_id != first.environment_id
+
+
+def test_benchmark_quick_run_reports_every_measure(tmp_path):
+    """benchmarks/runtime_interface_bench.py still runs (no assertion on timings)."""
+    out = tmp_path / "bench.json"
+    bench = os.path.join(conftest.HERE, "..", "benchmarks", "runtime_interface_bench.py")
+    subprocess.run([sys.executable, bench, "--quick", "--no-awslambdaric", "--json", str(out)], check=True,
+                   capture_output=True, timeout=300)
+    results = json.loads(out.read_text())
+    for name in ("http_raw", "native", "socket", "curl_process", "curl"):
+        assert results[name]["n"] > 0 and results[name]["p50_us"] > 0
+    assert results["socket"]["ratio_p50_vs_native"] > 0

@@ -15,7 +15,8 @@ import time
 import pytest
 
 from sandbox.functions.runtime_interface import http1, server
-from sandbox.functions.runtime_interface.server import Invocation, RuntimeAPIServer, valid_error_type
+from sandbox.functions.runtime_interface.messages import Invocation, valid_error_type
+from sandbox.functions.runtime_interface.server import RuntimeAPIServer
 
 RID = "8476a536-e9f4-11e8-9739-2dfe598c3fcd"
 BASE = "/2018-06-01/runtime"

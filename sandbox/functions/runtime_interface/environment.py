@@ -26,7 +26,8 @@ from ..outcome import Outcome
 from ..spec import EnvironmentSpec, log_stream_name
 from .entry import BOOTSTRAP_PATHS
 from .listener import listen_in_netns
-from .server import Invocation, RuntimeAPIServer, _error_body
+from .messages import Invocation, error_body
+from .server import RuntimeAPIServer
 
 # Outcomes after which the runtime is still in a known state and keeps serving.
 _ANSWERED = frozenset(("result", "error", "too_large"))
@@ -54,7 +55,7 @@ class RuntimeInterfaceEnvironment(Environment):
             self.state = DEAD
             self.init_duration_ms = 0.0
             paths = " ".join(BOOTSTRAP_PATHS)
-            return Outcome("init_error", _error_body("Runtime.InvalidEntrypoint",
+            return Outcome("init_error", error_body("Runtime.InvalidEntrypoint",
                                                      f"Couldn't find valid bootstrap(s): [{paths}]"))
         self._log_fd, log_w = os.pipe2(os.O_CLOEXEC)
         try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import json
 import re
 import select
 import socket
@@ -30,9 +29,10 @@ import time
 
 from ..outcome import Outcome
 from .http1 import CONTINUE, MAX_HEAD, Body, Head, HttpError, parse_head, response
+from .messages import (ACCEPTED, INVALID_ID, MAX_PAYLOAD, TOO_LARGE, Invocation, error, error_body, transition,
+                       valid_error_type, with_close)
 
 PREFIX = "/2018-06-01"
-MAX_PAYLOAD = 6 * 1024 * 1024 + 100      # Lambda's limit on a response or error body (the RIE's MaxPayloadSize)
 MAX_SMALL_BODY = 64 * 1024               # any other request's body (none is expected)
 MAX_CONNECTIONS = 8                      # per environment; awslambdaric uses 1-2, a curl loop 1 at a time
 RECV_SIZE = 256 * 1024
@@ -40,55 +40,7 @@ MAX_BUFFERED = MAX_HEAD + RECV_SIZE       # unparsed bytes kept per connection
 
 STARTED, READY, RUNNING, RESPONDING, SENT, INIT_FAILED = (
     "Started", "Ready", "Running", "InvocationResponse", "RuntimeResponseSentState", "InitError")
-_ERROR_TYPE = re.compile(r"(Runtime|Function)\.[A-Z][a-zA-Z]+")
 _ROUTE = re.compile(PREFIX + r"/runtime/(?:invocation/(?:(next)|([^/]+)/(response|error))|init/(error))")
-
-ACCEPTED = response(202, b'{"status":"OK"}')
-
-
-def valid_error_type(value: str) -> str:
-    """Lambda accepts any string but reports only Category.Reason forms; others
-    become Function.Unknown or Runtime.Unknown (as the RIE's fatalerror does)."""
-    if _ERROR_TYPE.fullmatch(value):
-        return value
-    return "Function.Unknown" if value.startswith("Function.") else "Runtime.Unknown"
-
-
-def _error(status: int, error_type: str, message: str, close: bool = False) -> bytes:
-    body = json.dumps({"errorMessage": message, "errorType": error_type}, separators=(",", ":")).encode()
-    return response(status, body, close=close)
-
-
-def _transition(current: str, target: str, close: bool = False) -> bytes:
-    return _error(403, "InvalidStateTransition", f"State transition from {current} to {target} failed for "
-                  "runtime. Error: State transition is not allowed", close)
-
-
-TOO_LARGE = _error(413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).",
-                   close=True)
-INVALID_ID = _error(400, "InvalidRequestID", "Invalid request ID")
-
-
-class Invocation:
-    __slots__ = ("request_id", "deadline_ms", "arn", "trace", "client_context", "cognito_identity", "payload")
-
-    def __init__(self, request_id, deadline_ms, arn, trace=b"", client_context=b"", cognito_identity=b"",
-                 payload=b"{}"):
-        self.request_id, self.deadline_ms, self.arn = request_id, deadline_ms, arn
-        self.trace, self.client_context, self.cognito_identity = trace, client_context, cognito_identity
-        self.payload = payload
-
-    def next_response(self) -> bytes:
-        """The 200 to /next: the event, and only the headers that have a value."""
-        headers = [(b"Lambda-Runtime-Aws-Request-Id", self.request_id),
-                   (b"Lambda-Runtime-Deadline-Ms", str(self.deadline_ms)),
-                   (b"Lambda-Runtime-Invoked-Function-Arn", self.arn)]
-        for name, value in ((b"Lambda-Runtime-Trace-Id", self.trace),
-                            (b"Lambda-Runtime-Client-Context", self.client_context),
-                            (b"Lambda-Runtime-Cognito-Identity", self.cognito_identity)):
-            if value:
-                headers.append((name, value))
-        return response(200, self.payload, headers)
 
 
 class Connection:
@@ -180,7 +132,12 @@ class RuntimeAPIServer:
         """Read and handle whatever the runtime already sent, without waiting
         (its last words before it exited)."""
         for conn in list(self._conns.values()):
-            self._on_conn(conn, select.POLLIN)
+            for _ in range(64):   # up to 16 MiB: a whole answer and more
+                before = len(conn.inbuf) + (len(conn.body.data) if conn.body is not None else 0)
+                self._on_conn(conn, select.POLLIN)
+                if conn.fd not in self._conns or self._result is not None or \
+                        len(conn.inbuf) + (len(conn.body.data) if conn.body is not None else 0) == before:
+                    break
 
     def close(self) -> None:
         for conn in list(self._conns.values()):
@@ -236,7 +193,7 @@ class RuntimeAPIServer:
         if conn.route is not None and conn.route[0] == "answer" and self.state == RESPONDING:
             # The runtime went away in the middle of its answer.
             self.state = SENT
-            self._finish(Outcome("error", _error_body("Runtime.TruncatedResponse",
+            self._finish(Outcome("error", error_body("Runtime.TruncatedResponse",
                                                       "The runtime closed the connection before the whole "
                                                       "response was received")))
         if not self._accepting:
@@ -301,11 +258,11 @@ class RuntimeAPIServer:
                 if exc.status == 413:
                     self._finish(Outcome("too_large"))
                 else:
-                    self._finish(Outcome("error", _error_body("Runtime.TruncatedResponse", str(exc))))
+                    self._finish(Outcome("error", error_body("Runtime.TruncatedResponse", str(exc))))
             elif route is not None and route[0] == "init_error":
-                self._finish(Outcome("init_error", _error_body("Runtime.Unknown", f"init error not received: {exc}")))
+                self._finish(Outcome("init_error", error_body("Runtime.Unknown", f"init error not received: {exc}")))
             self._send(conn, TOO_LARGE if exc.status == 413 else
-                       _error(exc.status, "InvalidRequest", str(exc), close=True), close=True)
+                       error(exc.status, "InvalidRequest", str(exc), close=True), close=True)
 
     def _send(self, conn: Connection, data: bytes, close: bool = False) -> None:
         conn.out += data
@@ -347,14 +304,14 @@ class RuntimeAPIServer:
             route = ("next",)
         elif init_error:
             if self.state != STARTED:
-                self._refuse(conn, head, _transition(self.state, INIT_FAILED))
+                self._refuse(conn, head, transition(self.state, INIT_FAILED))
                 return False
             self.state = INIT_FAILED
             route, limit = ("init_error",), MAX_PAYLOAD
         else:
             target = "InvocationResponse" if kind == "response" else "InvocationErrorResponse"
             if self.state != RUNNING:
-                self._refuse(conn, head, _transition(self.state, target))
+                self._refuse(conn, head, transition(self.state, target))
                 return False
             if request_id != self._invocation.request_id:
                 self._refuse(conn, head, INVALID_ID)
@@ -362,9 +319,9 @@ class RuntimeAPIServer:
             mode = head.header("lambda-runtime-function-response-mode")
             if kind == "response" and mode and mode != "streaming":
                 self.state = SENT
-                self._finish(Outcome("error", _error_body("Runtime.InvalidResponseModeHeader",
+                self._finish(Outcome("error", error_body("Runtime.InvalidResponseModeHeader",
                                                           f"Invalid function response mode {mode!r}")))
-                self._refuse(conn, head, _error(400, "InvalidFunctionResponseMode", "Invalid function response mode"))
+                self._refuse(conn, head, error(400, "InvalidFunctionResponseMode", "Invalid function response mode"))
                 return False
             self.state = RESPONDING
             route, limit = ("answer", kind), MAX_PAYLOAD
@@ -385,13 +342,13 @@ class RuntimeAPIServer:
             del conn.inbuf[:skip]
             self._send(conn, data, close=not head.keep_alive)
         else:
-            self._send(conn, _with_close(data), close=True)
+            self._send(conn, with_close(data), close=True)
 
     def _on_request(self, conn: Connection, head: Head, body: bytes, route) -> None:
         close = not head.keep_alive
         if route[0] == "next":
             if self.state == RUNNING or self.state == RESPONDING or self.state == INIT_FAILED:
-                self._send(conn, _transition(self.state, READY), close)
+                self._send(conn, transition(self.state, READY), close)
                 return
             was_starting = self.state == STARTED
             self.state = READY
@@ -404,7 +361,7 @@ class RuntimeAPIServer:
         if route[0] == "init_error":
             error_type = valid_error_type(head.header("lambda-runtime-function-error-type"))
             self._send(conn, ACCEPTED, close)
-            self._finish(Outcome("init_error", body or _error_body(error_type, "")))
+            self._finish(Outcome("init_error", body or error_body(error_type, "")))
             return
         error_type = valid_error_type(head.header("lambda-runtime-function-error-type"))
         self.state = SENT
@@ -412,7 +369,7 @@ class RuntimeAPIServer:
         if route[1] == "response":
             self._finish(Outcome("result", body))
         else:
-            self._finish(Outcome("error", body or _error_body(error_type, "")))
+            self._finish(Outcome("error", body or error_body(error_type, "")))
 
     def _deliver(self) -> None:
         """Answer the oldest waiting /next with the pending invocation."""
@@ -446,15 +403,3 @@ class RuntimeAPIServer:
     def _finish(self, outcome: Outcome) -> None:
         if self._result is None:
             self._result = outcome
-
-
-def _error_body(error_type: str, message: str) -> bytes:
-    return json.dumps({"errorMessage": message, "errorType": error_type}, separators=(",", ":")).encode()
-
-
-def _with_close(data: bytes) -> bytes:
-    """The same response, saying the connection ends after it."""
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if b"\r\nConnection: close" in head:
-        return data
-    return head + b"\r\nConnection: close" + sep + body
