@@ -268,6 +268,22 @@ def test_timeout_ends_the_environment(rt, make):
     assert after.environment_id != first.environment_id and after.init_duration_ms is not None
 
 
+def test_concurrent_invocations_get_their_own_environment_and_port(rt, make):
+    """Each environment has its own 127.0.0.1:9001, in its own namespace."""
+    import threading
+
+    name = make({"bootstrap": sh_bootstrap('while true; do next; sleep 0.5; '
+                                           'curl -sS -d "{\\"pid\\": $$}" $API/invocation/$ID/response; done\n')})
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(rt.invoke(name, b"{}"))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r.function_error is None for r in results), [r.payload for r in results]
+    assert len({r.environment_id for r in results}) == 3
+
+
 def test_missing_or_not_executable_bootstrap(rt, make):
     for files in ({"function.sh": "x"}, {"bootstrap/x": "not a file"}):
         name = make(files)
