@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in libcap-dev libseccomp-dev libseccomp2 bubblewrap gcc nftables; do  # nftables: net="egress" (libnftables)
+for pkg in libcap-dev libseccomp-dev libseccomp2 bubblewrap gcc nftables curl; do  # nftables: net="egress" (libnftables); curl: custom runtimes (the host's /usr is bound into sandboxes)
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
