@@ -281,6 +281,13 @@ def spawn(argv, config: Config | None = None, *, stdin=None, stdout=None, stderr
     encoded = encoded_plan(config)
     shell = supervisor.pool.take(encoded) or prepare_shell(encoded, supervisor)
     supervisor.pool.replenish(encoded)
+    return launch_shell(shell, encoded, argv, stdin, stdout, stderr, pass_fds, supervisor, before_launch)
+
+
+def launch_shell(shell, encoded, argv, stdin, stdout, stderr, pass_fds, supervisor: Supervisor,
+                 before_launch=None) -> Sandbox:
+    """Hand `argv` and its stdio to a pre-made sandbox (made by the pool or a
+    zygote) and return it running; on any failure the shell is discarded."""
     fd_map: list[int] = []
     child_ends: list[int] = []
     streams: list = []
@@ -301,7 +308,7 @@ def spawn(argv, config: Config | None = None, *, stdin=None, stdout=None, stderr
     finally:
         for fd in child_ends:
             os.close(fd)
-    return Sandbox(shell.pid, shell.pidfd, shell.cgroup, config, *streams, supervisor, status_fd)
+    return Sandbox(shell.pid, shell.pidfd, shell.cgroup, encoded.plan.config, *streams, supervisor, status_fd)
 
 
 def _launch(shell, encoded, argv: list[str], fd_map: list[int]) -> None:

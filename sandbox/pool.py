@@ -13,6 +13,7 @@ never shared between configurations, never reused."""
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import signal
 import threading
@@ -60,15 +61,38 @@ class Shell:
             self.cgroup = None
 
 
+def sandbox_cgroup(config, supervisor):
+    """The cgroup a new sandbox of `config` joins (None with the layer off),
+    made before the clone: limits exist before the child can allocate."""
+    if not config.enabled("cgroups"):
+        return None
+    from .cgroups import CgroupLimits
+
+    return supervisor.cgroups.create(CgroupLimits(memory_bytes=config.memory_mb * MiB, cpus=config.cpus,
+                                                  pids_max=config.pids, io=config.io))
+
+
+def release_shell(shell: Shell, encoded, sync_fd: int) -> Shell:
+    """Write the new sandbox's uid/gid maps and let it go on with its setup
+    (it waits for them: files it creates need a mapped owner).  Discards the
+    shell on failure; closes sync_fd either way."""
+    try:
+        try:
+            write_id_maps_in_parent(encoded.plan.namespaces, shell.pid)
+        except OSError as exc:
+            raise NamespaceError(exc.errno or errno.EIO, f"write uid/gid map of {shell.pid}", "id-maps") from exc
+        os.write(sync_fd, b"\x01")
+    except BaseException:
+        shell.discard()
+        raise
+    finally:
+        os.close(sync_fd)
+    return shell
+
+
 def prepare_shell(encoded, supervisor) -> Shell:
     """Clone a shell for `encoded` (an EncodedPlan) and release it into setup."""
-    config = encoded.plan.config
-    cgroup = None
-    if config.enabled("cgroups"):
-        from .cgroups import CgroupLimits
-
-        cgroup = supervisor.cgroups.create(CgroupLimits(memory_bytes=config.memory_mb * MiB,
-                                                        cpus=config.cpus, pids_max=config.pids, io=config.io))
+    cgroup = sandbox_cgroup(encoded.plan.config, supervisor)
     netns, joined = None, False
     try:
         if encoded.plan.network.join:  # egress / netns: cloned into an existing namespace
@@ -96,18 +120,7 @@ def prepare_shell(encoded, supervisor) -> Shell:
         if cgroup is not None:
             cgroup.release_attach_fds()
     shell = Shell(out.pid, out.pidfd, out.error_fd, out.control_fd, cgroup, (out.stack_addr, out.stack_len))
-    try:
-        try:
-            write_id_maps_in_parent(encoded.plan.namespaces, shell.pid)
-        except OSError as exc:
-            raise NamespaceError(exc.errno or 5, f"write uid/gid map of {shell.pid}", "id-maps") from exc
-        os.write(out.sync_fd, b"\x01")
-    except BaseException:
-        shell.discard()
-        raise
-    finally:
-        os.close(out.sync_fd)
-    return shell
+    return release_shell(shell, encoded, out.sync_fd)
 
 
 class ShellPool:

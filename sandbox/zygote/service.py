@@ -15,12 +15,10 @@ import os
 import threading
 import weakref
 
-from ..config import MiB
-from ..errors import ConfigError, NamespaceError, SpawnError
-from ..launcher import Sandbox, _launch, _stdio, _validated
-from ..namespaces import write_id_maps_in_parent
+from ..errors import ConfigError, SpawnError
+from ..launcher import Sandbox, _validated, launch_shell
 from ..plan import _init_program, encoded_plan
-from ..pool import Shell, ShellPool
+from ..pool import Shell, ShellPool, release_shell, sandbox_cgroup
 from .client import Zygote, ZygoteKind, plan_memfd
 
 MAX_PLANS = 64      # packed plans kept (one sealed memfd each)
@@ -82,14 +80,8 @@ class ZygoteService:
 
     def fork_shell(self, kind: ZygoteKind, encoded) -> Shell:
         """A zygote child for `encoded`, released into its setup (prepare_shell's twin)."""
-        config = encoded.plan.config
         plan_fd, plan_len = self._plan(encoded)
-        cgroup = None
-        if config.enabled("cgroups"):
-            from ..cgroups import CgroupLimits
-
-            cgroup = self._supervisor.cgroups.create(CgroupLimits(memory_bytes=config.memory_mb * MiB,
-                                                                  cpus=config.cpus, pids_max=config.pids))
+        cgroup = sandbox_cgroup(encoded.plan.config, self._supervisor)   # with io limits too
         try:
             zygote = self.zygote(kind)
             pid, pidfd, error_fd, sync_fd, control_fd = zygote.fork(
@@ -101,19 +93,7 @@ class ZygoteService:
         finally:
             if cgroup is not None:
                 cgroup.release_attach_fds()
-        shell = Shell(pid, pidfd, error_fd, control_fd, cgroup)
-        try:
-            try:
-                write_id_maps_in_parent(encoded.plan.namespaces, pid)
-            except OSError as exc:
-                raise NamespaceError(exc.errno or errno.EIO, f"write uid/gid map of {pid}", "id-maps") from exc
-            os.write(sync_fd, b"\x01")
-        except BaseException:
-            shell.discard()
-            raise
-        finally:
-            os.close(sync_fd)
-        return shell
+        return release_shell(Shell(pid, pidfd, error_fd, control_fd, cgroup), encoded, sync_fd)
 
     def pool(self, kind: ZygoteKind) -> "_ZygoteShellPool":
         with self._lock:
@@ -217,22 +197,4 @@ def spawn(argv, config, kind: ZygoteKind, *, stdin=None, stdout=None, stderr=Non
     pool = service_for(supervisor).pool(kind)
     shell = pool.take_or_fork(encoded)
     pool.replenish(encoded)
-    fd_map: list[int] = []
-    child_ends: list[int] = []
-    streams: list = []
-    try:
-        for i, spec in enumerate((stdin, stdout, stderr)):
-            streams.append(_stdio(spec, i, fd_map, child_ends))
-        fd_map.extend(pass_fds)
-        _launch(shell, encoded, list(argv), fd_map)
-        status_fd, shell.control_fd = shell.control_fd, -1
-    except BaseException:
-        for stream in streams:
-            if stream is not None:
-                stream.close()
-        shell.discard()
-        raise
-    finally:
-        for fd in child_ends:
-            os.close(fd)
-    return Sandbox(shell.pid, shell.pidfd, shell.cgroup, config, *streams, supervisor, status_fd)
+    return launch_shell(shell, encoded, argv, stdin, stdout, stderr, pass_fds, supervisor)

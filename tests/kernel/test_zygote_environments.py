@@ -147,6 +147,26 @@ def test_zygote_memory_is_its_own_cgroup_and_goes_at_the_end(supervisor):
     assert not any(os.path.exists(d) for d in zygote_dirs)
 
 
+def test_zygote_made_sandboxes_get_block_io_limits(supervisor):
+    """Config.io reaches a zygote-made sandbox's cgroup as it does a fresh one's
+    (the two paths make their cgroups through one function, pool.sandbox_cgroup)."""
+    st = os.stat("/var/tmp")
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    if not os.path.exists(f"/sys/dev/block/{dev}") or os.path.exists(f"/sys/dev/block/{dev}/partition"):
+        pytest.skip(f"/var/tmp is not on a whole block device ({dev}): throttles apply to whole disks")
+    box = zygote_spawn([*ARGV, "--wait"], _config(io=[f"{dev},wbps=4194304"]), KIND, stdin=sandbox.PIPE,
+                       stdout=sandbox.PIPE, stderr=sandbox.PIPE, supervisor=supervisor)
+    try:
+        json.loads(box.stdout.readline())
+        files = [os.path.join(d, name) for d in box._cgroup.dirs
+                 for name in ("blkio.throttle.write_bps_device", "io.max") if os.path.exists(os.path.join(d, name))]
+        assert files, box._cgroup.dirs
+        assert any("4194304" in open(f).read() for f in files), [open(f).read() for f in files]
+        _run(box, b"go\n")
+    finally:
+        box.close()
+
+
 def test_closing_the_supervisor_stops_its_zygotes(no_leaks):
     """Supervisor.close() alone ends the zygotes and removes their cgroups:
     an embedder need not know about the zygote service."""
