@@ -17,6 +17,7 @@ import errno
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 
 from ._core import ffi, lib
@@ -124,26 +125,54 @@ def prepare_shell(encoded, supervisor) -> Shell:
 
 
 class ShellPool:
-    """Keeps up to `size` shells ready per recently used plan."""
+    """Keeps shells ready per recently used plan, as many as its demand asks:
+    `size` at first; a take that finds none doubles the plan's target (up to
+    `max_size`: a burst of spawns), and every `decay_s` without such a miss
+    lowers it by one again, discarding a shell beyond it (back to `size`)."""
 
-    def __init__(self, supervisor, size: int = 2, max_plans: int = 8):
+    def __init__(self, supervisor, size: int = 2, max_plans: int = 8, max_size: int = 8,
+                 decay_s: float = 30.0):
         self._supervisor = supervisor
         self.size = size
+        self.max_size = max(size, max_size)
+        self.decay_s = decay_s
         self._max_plans = max_plans
         self._ready: collections.OrderedDict = collections.OrderedDict()
         self._pending: collections.Counter = collections.Counter()
         self._seen: collections.OrderedDict = collections.OrderedDict()
+        self._targets: dict = {}        # plan -> (target, monotonic time of the last miss or decay step)
         self._lock = threading.Lock()
         self._closed = False
         self.failures = 0
 
+    def target(self, encoded) -> int:
+        """How many shells this plan keeps ready now."""
+        with self._lock:
+            return self._targets.get(encoded, (self.size, 0.0))[0]
+
     def take(self, encoded) -> Shell | None:
+        extra = None
+        now = time.monotonic()
         with self._lock:
             shells = self._ready.get(encoded)
-            if shells:
-                self._ready.move_to_end(encoded)
-                return shells.popleft()
-        return None
+            target, since = self._targets.get(encoded, (self.size, now))
+            if not shells:
+                # More demand than was ready (a burst): grow -- for plans the
+                # pool already pre-makes for (replenish() made their entry).
+                if encoded in self._targets:
+                    self._targets[encoded] = (min(self.max_size, max(1, target) * 2), now)
+                return None
+            if target > self.size and now - since >= self.decay_s:
+                target, since = target - 1, now          # quiet for decay_s: one step back
+                if len(shells) - 1 > target:              # what this take leaves, at most the target
+                    extra = shells.pop()
+            if encoded in self._targets:
+                self._targets[encoded] = (target, since)
+            self._ready.move_to_end(encoded)
+            shell = shells.popleft()
+        if extra is not None:
+            extra.discard()
+        return shell
 
     def replenish(self, encoded) -> None:
         """Schedule background preparation up to the target size for this plan."""
@@ -160,8 +189,11 @@ class ShellPool:
                     self._seen.popitem(last=False)
                 return
             self._seen.move_to_end(encoded)
+            if encoded not in self._targets and len(self._targets) >= 4 * self._max_plans:
+                self._targets.pop(next(iter(self._targets)))   # bounded, as _seen is
+            target = self._targets.setdefault(encoded, (self.size, time.monotonic()))[0]
             have = len(self._ready.get(encoded, ())) + self._pending[encoded]
-            missing = self.size - have
+            missing = target - have
             self._pending[encoded] += max(0, missing)
         for _ in range(missing):
             self._supervisor.clone_thread.submit(lambda: self._fill(encoded))
@@ -184,7 +216,8 @@ class ShellPool:
                 self._ready.setdefault(encoded, collections.deque()).append(shell)
                 self._ready.move_to_end(encoded)
                 while len(self._ready) > self._max_plans:
-                    _, old = self._ready.popitem(last=False)
+                    plan, old = self._ready.popitem(last=False)
+                    self._targets.pop(plan, None)
                     evicted.extend(old)
         for old in evicted:
             old.discard()
