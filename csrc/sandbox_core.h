@@ -234,6 +234,10 @@ int sbx_zygote_fork(const struct sbx_zygote_fork_args *args, struct sbx_spawn *o
 const char *const *sbx_zygote_argv(void);
 const char *const *sbx_zygote_envp(void);
 
+/* In the child, once the environment was copied out of it: unmap the packed
+ * plan (sbx_zygote_envp() is invalid afterwards).  0 or -errno. */
+int sbx_zygote_release_plan(void);
+
 /* Once at zygote start: die with `expected_parent` (-ESRCH if it is already
  * gone), drop every capability on the host, set no_new_privs.  0 or -errno. */
 int sbx_zygote_harden(int expected_parent, int last_cap);

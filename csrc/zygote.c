@@ -59,6 +59,11 @@ long sbx_zygote_pack_plan(const struct sbx_plan *plan, char *buf, unsigned long 
     return (long)sbx_plan_pack(plan, buf, cap);
 }
 
+/* The child's packed plan, mapped until the runtime took what it needs
+ * (sbx_zygote_release_plan): its pages are the child's own once unpacked. */
+static void *child_blob;
+static size_t child_blob_len;
+
 /* In the new child: map and check the plan, run the setup, become pid 2. */
 static void zygote_child(const struct sbx_zygote_fork_args *a, int error_fd, int sync_fd, int control_fd)
 {
@@ -71,6 +76,8 @@ static void zygote_child(const struct sbx_zygote_fork_args *a, int error_fd, int
     blob = mmap(NULL, a->plan_len, PROT_READ | PROT_WRITE, MAP_PRIVATE, a->plan_fd, 0);
     if (blob == MAP_FAILED)
         sbx_child_fail(error_fd, SBX_STAGE_PLAN, errno, "mmap", "(the packed plan)");
+    child_blob = blob;
+    child_blob_len = a->plan_len;
     close(a->plan_fd);
     p = sbx_plan_unpack(blob, a->plan_len);
     if (!p)
@@ -169,6 +176,16 @@ fail_sync:
     close(error_pipe[0]);
     close(error_pipe[1]);
     return -saved;
+}
+
+int sbx_zygote_release_plan(void)
+{
+    void *blob = child_blob;
+    child_blob = NULL;
+    child_envp = NULL;   /* it pointed into the blob */
+    if (!blob)
+        return 0;
+    return munmap(blob, child_blob_len) < 0 ? -errno : 0;
 }
 
 const char *const *sbx_zygote_argv(void)

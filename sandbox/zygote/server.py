@@ -31,6 +31,7 @@ import time
 import protocol
 
 ZYGOTE_ONLY_MODULES = ("protocol", "sandbox._core")
+_ZYGOTE_TZ = ":UTC"   # the TZ Lambda (and spec.platform_environment) gives every function
 PRELOAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # = "1" at start: no threads
 
 
@@ -132,6 +133,9 @@ def main(argv) -> None:
     # child writes the reference counts of every entry -- ~0.4 MiB per child.
     sys.path_importer_cache.clear()
     os.environ.clear()
+    os.environ["TZ"] = _ZYGOTE_TZ   # and the time zone every function gets (spec.py), set once here
+    time.tzset()
+    del os.environ["TZ"]
     gc.collect()
     gc.freeze()   # after this, the children's collections leave the shared heap alone
     sock.sendall(protocol.READY)
@@ -211,6 +215,7 @@ def _become_runtime(sock, ffi, lib) -> None:
     sock.detach()   # the C child closed it: the number may be reused, never close it again
     argv = _strings(ffi, lib.sbx_zygote_argv())
     env = _strings(ffi, lib.sbx_zygote_envp())
+    lib.sbx_zygote_release_plan()   # copied out: its pages need not stay ours
     if len(argv) < 5 or argv[0] != sys.executable or argv[1:4] != ["-S", "-B", "-u"] or argv[4].startswith("-"):
         _fatal(f"cannot run {argv[:5]!r}: a zygote only runs `{sys.executable} -S -B -u SCRIPT`", 127)
     # A fresh interpreter's signal dispositions (the C setup reset all to default).
@@ -222,7 +227,8 @@ def _become_runtime(sock, ffi, lib) -> None:
         key, sep, value = item.partition("=")
         if sep and key:
             os.environ[key] = value
-    time.tzset()   # TZ is the function's now
+    if os.environ.get("TZ") != _ZYGOTE_TZ:
+        time.tzset()   # TZ is the function's now (Lambda's is :UTC, as the zygote's)
     script = argv[4]
     sys.argv, sys.orig_argv = argv[4:], argv
     sys.path[0] = os.path.dirname(script)
