@@ -29,6 +29,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable")
     p.add_argument("--policy", default=Config.policy, metavar="NAME|PATH", help="seccomp policy")
     add_network_arguments(p)
+    p.add_argument("--io", action="append", default=[], metavar="DEVICE,KEY=N[,...]",
+                   help="block I/O limit on a whole disk (its path or MAJ:MIN); keys rbps, wbps, riops, wiops")
     p.add_argument("--cwd", default=Config.cwd, help="working directory inside")
     p.add_argument("--disable", action="append", default=[], choices=LAYERS, metavar="LAYER",
                    help=f"turn an isolation layer off by name (weaker!): {', '.join(LAYERS)}")
@@ -55,7 +57,7 @@ def cmd_run(args) -> int:
         config = Config.create(binds=args.bind, env=env, disable=args.disable, memory_mb=args.memory,
                                cpus=args.cpus, pids=args.pids, timeout_s=args.timeout,
                                tmp_size_mb=args.tmp_size, policy=args.policy, net=args.net, cwd=args.cwd,
-                               init=args.init, network=network_from_args(args))
+                               init=args.init, network=network_from_args(args), io=args.io)
         with spawn(cmd, config) as box:
             result = box.wait()
     except SandboxError as exc:
