@@ -63,7 +63,7 @@ ffibuilder.cdef(CDEF + KERNEL_CONSTANTS)
 ffibuilder.set_source(
     "sandbox._core",
     '#include <netinet/in.h>\n#include "sbx_sys.h"\n#include "sandbox_core.h"\n#include "channel.h"\n',
-    sources=[os.path.join(HERE, "sandbox_core.c"), os.path.join(HERE, "channel.c"),
+    sources=[os.path.join(HERE, "sandbox_core.c"), os.path.join(HERE, "rootfs.c"), os.path.join(HERE, "spawn.c"), os.path.join(HERE, "channel.c"),
              os.path.join(HERE, "netns_socket.c"), os.path.join(HERE, "plan_blob.c"), os.path.join(HERE, "shell_start.c"),
              os.path.join(HERE, "zygote.c")],
     include_dirs=[HERE],

@@ -34,7 +34,7 @@ def build_init_program(compiler, build_temp: str, output: str, force: bool = Fal
 
 
 SHELL_SOURCE = os.path.join(HERE, "sandbox_shell.c")
-# The shell #includes the core, so any C source or header may change it.
+# The shell links the core's child side, so most C sources and headers change it.
 SHELL_DEPENDS = sorted(glob.glob(os.path.join(HERE, "*.[ch]")))
 # Static with libc: exec'd once per pre-made sandbox, so no dynamic loader work.
 SHELL_LINK_ARGS = ["-static", "-Wl,--build-id=none", "-s"]
@@ -46,9 +46,9 @@ def build_shell_program(compiler, build_temp: str, output: str, force: bool = Fa
 
     if not (force or newer_group(SHELL_DEPENDS, output)):
         return output
-    objects = compiler.compile([SHELL_SOURCE] + [os.path.join(HERE, name) for name in ("plan_blob.c", "shell_start.c")],
-                               output_dir=build_temp,
-                               extra_postargs=COMPILE_ARGS)
+    sources = [SHELL_SOURCE] + [os.path.join(HERE, name) for name in ("sandbox_core.c", "rootfs.c", "plan_blob.c")]
+    # Objects of their own: the cffi module compiles sandbox_core.c too.
+    objects = compiler.compile(sources, output_dir=os.path.join(build_temp, "shell"), extra_postargs=COMPILE_ARGS)
     os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
     compiler.link_executable(objects, os.path.basename(output), output_dir=os.path.dirname(output) or ".",
                              extra_postargs=SHELL_LINK_ARGS)

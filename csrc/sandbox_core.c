@@ -9,16 +9,12 @@
  */
 #include "sbx_sys.h"
 #include "sandbox_core.h"
-#include "plan_blob.h"
-#include "shell_start.h"
 #include "child_setup.h"
 
 #include <errno.h>
 #include <grp.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdlib.h>  /* abort: a thread stuck in a sandbox netns (leave_netns) */
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,19 +33,16 @@
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
-#define SBX_MAX_OPS 512
-#define SBX_MAX_FDS 256
 #define SBX_MAX_BPF_INSNS 4096
 
 
 /* Child-private scratch space: the child is a copy of the parent, so these
  * statics are its own and using them allocates nothing. */
-static int bind_source_fds[SBX_MAX_OPS];
 static int staged_fds[SBX_MAX_FDS];
 static struct sock_filter bpf_copy[SBX_MAX_BPF_INSNS];
 
 
-static size_t str_copy(char *dst, size_t cap, size_t at, const char *src)
+size_t sbx_str_copy(char *dst, size_t cap, size_t at, const char *src)
 {
     while (src && *src && at + 1 < cap)
         dst[at++] = *src++;
@@ -66,10 +59,10 @@ fail(int error_fd, int stage, int err, const char *what, const char *path)
     memset(&rec, 0, sizeof rec);
     rec.stage = stage;
     rec.err = err;
-    at = str_copy(rec.detail, sizeof rec.detail, 0, what);
+    at = sbx_str_copy(rec.detail, sizeof rec.detail, 0, what);
     if (path) {
-        at = str_copy(rec.detail, sizeof rec.detail, at, " ");
-        str_copy(rec.detail, sizeof rec.detail, at, path);
+        at = sbx_str_copy(rec.detail, sizeof rec.detail, at, " ");
+        sbx_str_copy(rec.detail, sizeof rec.detail, at, path);
     }
     /* A short write leaves the parent with a truncated record, which it reports
      * as a protocol error; nothing better can be done from here. */
@@ -82,8 +75,6 @@ fail(int error_fd, int stage, int err, const char *what, const char *path)
 #define CLOSE_OR_FAIL(from, to) \
     CHECK(syscall(SYS_close_range, (unsigned)(from), (unsigned)(to), 0) == 0, SBX_STAGE_FDS, "close_range", NULL)
 
-#define SBX_MAX_LAUNCH 65536
-#define SBX_MAX_ARGS 4096
 static char launch_buf[SBX_MAX_LAUNCH];
 static const char *launch_ptrs[SBX_MAX_ARGS + 1];
 static int launch_fds[SBX_MAX_FDS];
@@ -189,164 +180,13 @@ static void reset_signals(int error_fd)
     CHECK(sigprocmask(SIG_SETMASK, &none, NULL) == 0, SBX_STAGE_SIGNALS, "sigprocmask", NULL);
 }
 
-/* mkdir -p for a path relative to the current directory (the new root). */
-static int make_dirs(char *path, mode_t mode)
-{
-    char *p;
-    for (p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-            *p = '/';
-            return -1;
-        }
-        *p = '/';
-    }
-    if (mkdir(path, mode) < 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
-static int set_attr(int dfd, const char *path, unsigned int flags, uint64_t attr_set)
-{
-    struct mount_attr attr;
-    memset(&attr, 0, sizeof attr);
-    attr.attr_set = attr_set;
-    attr.propagation = MS_PRIVATE;
-    return mount_setattr(dfd, path, flags, &attr, sizeof attr);
-}
-
-/* Bind sources are opened (as detached mount trees) before the new root is
- * mounted: the staging tmpfs may cover a source, and fds keep meaning after
- * pivot_root where paths do not. */
-static void open_bind_sources(const struct sbx_plan *p, int error_fd)
-{
-    int i;
-    for (i = 0; i < p->n_ops; i++) {
-        const struct sbx_op *op = &p->ops[i];
-        unsigned int rec;
-        bind_source_fds[i] = -1;
-        if (op->kind != SBX_OP_BIND)
-            continue;
-        rec = (op->flags & SBX_OPT_RECURSIVE) ? AT_RECURSIVE : 0;
-        bind_source_fds[i] = open_tree(AT_FDCWD, op->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
-        if (bind_source_fds[i] < 0) {
-            if (errno == ENOENT && (op->flags & SBX_OPT_OPTIONAL))
-                continue;
-            fail(error_fd, SBX_STAGE_BIND_SOURCE, errno, "open_tree", op->source);
-        }
-        /* Restrict the copy before it is attached anywhere: no window in which
-         * a writable or suid view exists inside the sandbox. */
-        if (set_attr(bind_source_fds[i], "", AT_EMPTY_PATH | rec, op->attr_set) < 0)
-            fail(error_fd, SBX_STAGE_BIND, errno, "mount_setattr", op->source);
-    }
-}
-
-static void run_op(const struct sbx_plan *p, int i, int error_fd)
-{
-    const struct sbx_op *op = &p->ops[i];
-    static char path[4096];
-    int optional = op->flags & SBX_OPT_OPTIONAL;
-    int fd;
-
-    switch (op->kind) {
-    case SBX_OP_MKDIR:
-        str_copy(path, sizeof path, 0, op->path);
-        CHECK(make_dirs(path, op->mode) == 0, SBX_STAGE_MKDIR, "mkdir", op->path);
-        return;
-    case SBX_OP_BIND:
-        if (bind_source_fds[i] < 0)
-            return; /* optional source absent */
-        if (op->flags & SBX_OPT_CREATE_FILE) {
-            fd = open(op->path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
-            CHECK(fd >= 0, SBX_STAGE_BIND, "create bind target", op->path);
-            close(fd);
-        }
-        CHECK(move_mount(bind_source_fds[i], "", AT_FDCWD, op->path, MOVE_MOUNT_F_EMPTY_PATH) == 0,
-              SBX_STAGE_BIND, "move_mount", op->path);
-        close(bind_source_fds[i]);
-        return;
-    case SBX_OP_MOUNT:
-        if (mount(op->fstype, op->path, op->fstype, op->mount_flags, op->data) < 0) {
-            if (optional && errno == ENOENT)
-                return;
-            fail(error_fd, SBX_STAGE_MOUNT, errno, op->fstype, op->path);
-        }
-        return;
-    case SBX_OP_SYMLINK:
-        CHECK(symlink(op->source, op->path) == 0, SBX_STAGE_SYMLINK, "symlink", op->path);
-        return;
-    case SBX_OP_WRITE_FILE: {
-        unsigned long done = 0;
-        fd = open(op->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, op->mode);
-        CHECK(fd >= 0, SBX_STAGE_WRITE_FILE, "open", op->path);
-        while (done < op->data_len) {
-            ssize_t n = write(fd, op->data + done, op->data_len - done);
-            if (n < 0 && errno == EINTR)
-                continue;
-            CHECK(n > 0, SBX_STAGE_WRITE_FILE, "write", op->path);
-            done += (unsigned long)n;
-        }
-        close(fd);
-        return;
-    }
-    case SBX_OP_MASK:
-        /* The new root's dev/null is a bind of the host's /dev/null (a device
-         * node on a filesystem that allows devices). */
-        if (mount("dev/null", op->path, NULL, MS_BIND, NULL) < 0) {
-            if (optional && errno == ENOENT)
-                return;
-            fail(error_fd, SBX_STAGE_MOUNT, errno, "mask", op->path);
-        }
-        return;
-    case SBX_OP_BIND_SELF_RO:
-        fd = open_tree(AT_FDCWD, op->path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-        if (fd < 0) {
-            if (optional && errno == ENOENT)
-                return;
-            fail(error_fd, SBX_STAGE_READ_ONLY, errno, "open_tree", op->path);
-        }
-        CHECK(set_attr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, op->attr_set) == 0,
-              SBX_STAGE_READ_ONLY, "mount_setattr", op->path);
-        CHECK(move_mount(fd, "", AT_FDCWD, op->path, MOVE_MOUNT_F_EMPTY_PATH) == 0,
-              SBX_STAGE_READ_ONLY, "move_mount", op->path);
-        close(fd);
-        return;
-    default:
-        errno = EINVAL;
-        fail(error_fd, SBX_STAGE_PLAN, EINVAL, "unknown op", op->path);
-    }
-}
-
-static void build_root(const struct sbx_plan *p, int error_fd)
-{
-    int i;
-    /* The new root is a tmpfs in our private mount namespace; only what the
-     * plan puts there exists inside. */
-    CHECK(mount("tmpfs", p->staging_dir, "tmpfs", MS_NOSUID | MS_NODEV, p->root_data) == 0,
-          SBX_STAGE_ROOT_TMPFS, "mount tmpfs", p->staging_dir);
-    CHECK(chdir(p->staging_dir) == 0, SBX_STAGE_ROOT_TMPFS, "chdir", p->staging_dir);
-    for (i = 0; i < p->n_ops; i++)
-        run_op(p, i, error_fd);
-    /* Read-only last, once everything has been written. */
-    for (i = 0; i < p->n_ro_paths; i++)
-        CHECK(set_attr(AT_FDCWD, p->ro_paths[i], 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) == 0,
-              SBX_STAGE_READ_ONLY, "mount_setattr", p->ro_paths[i]);
-    /* pivot_root(".", ".") stacks the old root on the new one; detaching it
-     * leaves no path back to the host tree.  chroot would leave one. */
-    CHECK(syscall(SYS_pivot_root, ".", ".") == 0, SBX_STAGE_PIVOT_ROOT, "pivot_root", p->staging_dir);
-    CHECK(umount2(".", MNT_DETACH) == 0, SBX_STAGE_UMOUNT_OLD, "umount2", "old root");
-    CHECK(chdir("/") == 0, SBX_STAGE_PIVOT_ROOT, "chdir", "/");
-}
-
 static void loopback_up(int error_fd)
 {
     struct ifreq ifr;
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     CHECK(s >= 0, SBX_STAGE_LOOPBACK, "socket", NULL);
     memset(&ifr, 0, sizeof ifr);
-    str_copy(ifr.ifr_name, sizeof ifr.ifr_name, 0, "lo");
+    sbx_str_copy(ifr.ifr_name, sizeof ifr.ifr_name, 0, "lo");
     CHECK(ioctl(s, SIOCGIFFLAGS, &ifr) == 0, SBX_STAGE_LOOPBACK, "SIOCGIFFLAGS", "lo");
     ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
     CHECK(ioctl(s, SIOCSIFFLAGS, &ifr) == 0, SBX_STAGE_LOOPBACK, "SIOCSIFFLAGS", "lo");
@@ -569,7 +409,7 @@ void sbx_child_setup(const struct sbx_plan *p, struct sbx_child *st, int sync_fd
     /* 6b. Open the bind sources while still the host's root: the host path may
      *     cross directories only root can search (e.g. /root/.pyenv). */
     if (p->new_root)
-        open_bind_sources(p, error_fd);
+        sbx_child_open_bind_sources(p, error_fd);
     /* 6c. In a user namespace that maps only the sandbox uid, becoming it now
      *     keeps every capability (we were never this namespace's root, so no
      *     setuid fixup) and gives the files created below a mapped owner. */
@@ -583,7 +423,7 @@ void sbx_child_setup(const struct sbx_plan *p, struct sbx_child *st, int sync_fd
     }
     /* 7. Build the new root and pivot into it (needs CAP_SYS_ADMIN: before the drop). */
     if (p->new_root)
-        build_root(p, error_fd);
+        sbx_child_build_root(p, error_fd);
     /* 8. UTS and loopback need capabilities in the new namespaces. */
     if (p->hostname)
         CHECK(sethostname(p->hostname, strlen(p->hostname)) == 0, SBX_STAGE_HOSTNAME, "sethostname", p->hostname);
@@ -657,8 +497,7 @@ void sbx_child_setup(const struct sbx_plan *p, struct sbx_child *st, int sync_fd
     st->lp = lp;
 }
 
-static void __attribute__((noreturn))
-child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
+void sbx_child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int control_fd)
 {
     struct sbx_child st;
     st.error_fd = error_fd;
@@ -680,296 +519,4 @@ void sbx_child_fail(int error_fd, int stage, int err, const char *what, const ch
 void sbx_child_close_all_but(unsigned int from, const int *keep, int n, int error_fd)
 {
     close_all_but(from, keep, n, error_fd);
-}
-
-/* The packed plan for the shell, in a pipe: written whole before the clone
- * (so nobody waits on anybody), with the descriptor numbers the shell will
- * see.  Returns the read end (close-on-exec), or -errno. */
-static int plan_pipe(const struct sbx_plan *plan)
-{
-    struct sbx_plan copy = *plan;
-    int fds[2], cg[SBX_SHELL_MAX_CGROUP_FDS], i, err;
-    size_t len, done = 0;
-    char *blob;
-    ssize_t w;
-
-    if (plan->n_cgroup_procs_fds < 0 || plan->n_cgroup_procs_fds > SBX_SHELL_MAX_CGROUP_FDS)
-        return -E2BIG;
-    for (i = 0; i < plan->n_cgroup_procs_fds; i++)
-        cg[i] = SBX_SHELL_FD_CGROUP + i;
-    copy.cgroup_procs_fds = plan->n_cgroup_procs_fds ? cg : NULL;
-    copy.init_fd = plan->init ? SBX_SHELL_FD_INIT : -1;
-    copy.wait_for_parent = 0;      /* the clone waited before the exec */
-    copy.use_shell = 0;
-    copy.shell_fd = -1;
-    copy.cgroup_fd = -1;           /* used by clone3 only */
-    len = sbx_plan_pack(&copy, NULL, 0);
-    if (len > SBX_PLAN_BLOB_MAX)
-        return -E2BIG;
-    blob = malloc(len);
-    if (!blob)
-        return -ENOMEM;
-    sbx_plan_pack(&copy, blob, len);
-    if (pipe2(fds, O_CLOEXEC) < 0) {
-        err = errno;
-        free(blob);
-        return -err;
-    }
-    /* A plan is a few KiB; make room when one is larger than the default. */
-    if (len > 65536 && fcntl(fds[1], F_SETPIPE_SZ, (int)len) < 0) {
-        err = errno;
-        goto fail;
-    }
-    while (done < len) {
-        w = write(fds[1], blob + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            err = w < 0 ? errno : EIO;
-            goto fail;
-        }
-        done += (size_t)w;
-    }
-    free(blob);
-    close(fds[1]);
-    return fds[0];
-fail:
-    free(blob);
-    close(fds[0]);
-    close(fds[1]);
-    return -err;
-}
-
-/* What the clone needs until it execs the shell (csrc/shell_start.c). */
-static void shell_start_of(const struct sbx_plan *plan, struct sbx_shell_start *start, const int *error_pipe,
-                           const int *sync_pipe, const int *control, int plan_fd, int home)
-{
-    int i;
-    memset(start, 0, sizeof *start);
-    start->clone_flags = plan->clone_flags;
-    start->last_cap = plan->last_cap;
-    start->error_fd = error_pipe[1];
-    start->sync_fd = sync_pipe[0];
-    start->control_fd = control[1];
-    start->plan_fd = plan_fd;
-    start->init_fd = plan->init ? plan->init_fd : -1;
-    start->shell_fd = plan->shell_fd;
-    start->n_cgroup_fds = plan->n_cgroup_procs_fds;   /* <= SBX_SHELL_MAX_CGROUP_FDS: plan_pipe checked */
-    for (i = 0; i < plan->n_cgroup_procs_fds; i++)
-        start->cgroup_fds[i] = plan->cgroup_procs_fds[i];
-    start->close_fds[start->n_close++] = error_pipe[0];
-    start->close_fds[start->n_close++] = sync_pipe[1];
-    if (control[0] >= 0)
-        start->close_fds[start->n_close++] = control[0];
-    if (home >= 0)
-        start->close_fds[start->n_close++] = home;
-}
-
-/* One sbx_spawn at a time per process.  Between its pipe2() and the close of
- * the child's ends, those ends are open in the supervisor; a sandbox cloned
- * by another thread in that window would hold a copy -- of the error pipe's
- * write end, for one, and the launcher would then wait for an end of file
- * that only comes when that other sandbox closes it. */
-static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out);
-
-int sbx_spawn(const struct sbx_plan *plan, struct sbx_spawn *out)
-{
-    int rc;
-    pthread_mutex_lock(&spawn_lock);
-    rc = spawn_locked(plan, out);
-    pthread_mutex_unlock(&spawn_lock);
-    return rc;
-}
-
-/* Joining a network namespace (egress, netns modes).  The child cannot do it:
- * after CLONE_NEWUSER its capabilities count only in its new user namespace,
- * and setns(CLONE_NEWNET) needs CAP_SYS_ADMIN over the namespace's owner (the
- * host's user namespace).  So the calling thread enters the namespace, clones
- * without CLONE_NEWNET (a child starts in its parent thread's namespace) and
- * goes back.  setns(CLONE_NEWNET) is per thread, and sbx_spawn is serialized,
- * so no other thread of the supervisor ever runs in there. */
-static int enter_netns(const struct sbx_plan *plan, int *home)
-{
-    int err;
-    *home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC); /* thread-self: threads differ */
-    if (*home < 0)
-        return -errno;
-    if (setns(plan->netns_fd, CLONE_NEWNET) < 0) {
-        err = errno;
-        close(*home);
-        *home = -1;
-        return -err;
-    }
-    return 0;
-}
-
-static void leave_netns(int home)
-{
-    /* A thread left in a sandbox's namespace would make every later socket of
-     * the supervisor (a listener, a connection) live there, reachable by the
-     * sandbox and cut off from where it should be.  No return code makes that
-     * safe to ignore: end the process, loudly (as netns_socket.c does). */
-    if (setns(home, CLONE_NEWNET) < 0)
-        abort();
-    close(home);
-}
-
-static int spawn_locked(const struct sbx_plan *plan, struct sbx_spawn *out)
-{
-    struct sbx_clone_args args;
-    int error_pipe[2], sync_pipe[2], control[2] = {-1, -1}, pidfd = -1, saved, home = -1, plan_fd = -1;
-    long pid;
-    struct sbx_shell_start start;
-    struct sbx_stack stack = {NULL, 0};
-
-    out->stage = SBX_STAGE_CLONE;
-    if (plan->n_ops > SBX_MAX_OPS || plan->n_fd_map > SBX_MAX_FDS)
-        return -E2BIG;
-    if (plan->use_shell && !plan->wait_for_parent)
-        return -EINVAL;  /* the clone must wait for its id maps before it execs the shell */
-    if (plan->join_netns && (plan->clone_flags & CLONE_NEWNET))
-        return -EINVAL;  /* a plan either joins a namespace or makes one */
-    if (pipe2(error_pipe, O_CLOEXEC) < 0)
-        return -errno;
-    if (pipe2(sync_pipe, O_CLOEXEC) < 0) {
-        saved = errno;
-        close(error_pipe[0]);
-        close(error_pipe[1]);
-        return -saved;
-    }
-    if (plan->deferred_launch && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control) < 0) {
-        saved = errno;
-        close(error_pipe[0]);
-        close(error_pipe[1]);
-        close(sync_pipe[0]);
-        close(sync_pipe[1]);
-        return -saved;
-    }
-    if (plan->use_shell && (plan_fd = plan_pipe(plan)) < 0) {
-        saved = -plan_fd;
-        close(error_pipe[0]);
-        close(error_pipe[1]);
-        close(sync_pipe[0]);
-        close(sync_pipe[1]);
-        if (control[0] >= 0) {
-            close(control[0]);
-            close(control[1]);
-        }
-        return -saved;
-    }
-    memset(&args, 0, sizeof args);
-    args.flags = plan->clone_flags | CLONE_PIDFD;
-    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
-    args.exit_signal = SIGCHLD;
-    if (plan->cgroup_fd >= 0) {
-        /* cgroup v2: born inside its cgroup, no migration on the spawn path. */
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = (uint64_t)plan->cgroup_fd;
-    }
-    if (plan->join_netns && (saved = enter_netns(plan, &home)) < 0) {
-        out->stage = SBX_STAGE_NETNS_JOIN;  /* fail closed: never clone into the wrong namespace */
-        errno = -saved;
-        pid = -1;
-    } else if (plan_fd >= 0) {
-        shell_start_of(plan, &start, error_pipe, sync_pipe, control, plan_fd, home);
-        pid = sbx_shell_clone(&args, &start, &stack);
-        if (pid < 0) {
-            errno = (int)-pid;
-            pid = -1;
-        }
-    } else {
-        pid = syscall(SYS_clone3, &args, sizeof args);
-    }
-    if (pid == 0) {
-        if (home >= 0)
-            close(home);
-        close(error_pipe[0]);
-        close(sync_pipe[1]);
-        if (control[0] >= 0)
-            close(control[0]);
-        child_main(plan, error_pipe[1], sync_pipe[0], control[1]);
-    }
-    saved = errno;
-    if (plan_fd >= 0)
-        close(plan_fd);
-    if (home >= 0)
-        leave_netns(home);
-    close(error_pipe[1]);
-    close(sync_pipe[0]);
-    if (control[1] >= 0)
-        close(control[1]);
-    if (pid < 0) {
-        close(error_pipe[0]);
-        close(sync_pipe[1]);
-        if (control[0] >= 0)
-            close(control[0]);
-        return -saved;
-    }
-    out->stack_addr = (unsigned long)(uintptr_t)stack.addr;
-    out->stack_len = (unsigned long)stack.len;
-    out->control_fd = control[0];
-    out->pid = (int)pid;
-    out->pidfd = pidfd;
-    out->error_fd = error_pipe[0];
-    out->sync_fd = sync_pipe[1];
-    return 0;
-}
-
-int sbx_last_cap(void)
-{
-    int cap;
-    /* Probe the bounding set: PR_CAPBSET_READ fails with EINVAL past the last cap. */
-    for (cap = 0; cap < 64; cap++)
-        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
-            return cap - 1;
-    return 63;
-}
-
-int sbx_launch(int control_fd, const char *const *argv, int n_argv, const char *const *paths, int n_paths,
-               const int *fds, int n_fds)
-{
-    static __thread char strings[SBX_MAX_LAUNCH];
-    char cbuf[CMSG_SPACE(sizeof(int) * SBX_MAX_FDS)];
-    struct sbx_launch hdr;
-    struct iovec iov[2];
-    struct msghdr msg;
-    struct cmsghdr *cmsg;
-    size_t len = 0, n;
-    int i;
-
-    if (n_fds > SBX_MAX_FDS || n_fds < 0 || n_argv < 1 || n_argv + n_paths + 2 > SBX_MAX_ARGS)
-        return -E2BIG;
-    for (i = 0; i < n_argv + n_paths; i++) {
-        const char *str = i < n_argv ? argv[i] : paths[i - n_argv];
-        n = strlen(str) + 1;
-        if (len + n >= sizeof strings)
-            return -E2BIG;
-        memcpy(strings + len, str, n);
-        len += n;
-    }
-    hdr.n_argv = (unsigned)n_argv;
-    hdr.n_paths = (unsigned)n_paths;
-    hdr.strings_len = (unsigned)len;
-    memset(&msg, 0, sizeof msg);
-    iov[0].iov_base = &hdr;
-    iov[0].iov_len = sizeof hdr;
-    iov[1].iov_base = strings;
-    iov[1].iov_len = len;
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 2;
-    if (n_fds > 0) {
-        memset(cbuf, 0, sizeof cbuf);
-        msg.msg_control = cbuf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n_fds);
-        cmsg = CMSG_FIRSTHDR(&msg);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n_fds);
-        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)n_fds);
-    }
-    if (sendmsg(control_fd, &msg, MSG_NOSIGNAL) < 0)
-        return -errno;
-    return 0;
 }

@@ -1,20 +1,34 @@
 /*
  * sandbox_shell.c: the shell program.  A new sandbox's first process execs it
- * right after the clone (csrc/sandbox_core.c, exec_shell), inside its new
+ * right after the clone (csrc/shell_start.c), inside its new
  * namespaces, once the parent wrote the id maps.  From then on it no longer
  * shares copy-on-write pages with the supervisor: a pre-made sandbox waiting for
  * its command costs the supervisor nothing, and the command's own exec later
  * tears down a small process's memory instead of a copy of the supervisor's
  * (which cost ~1 ms per 30 MB of supervisor RSS).
  *
- * It reads the packed plan (plan_blob.h) and runs the same child_main() as a
- * clone that does the setup itself: it #includes the core (child_main stays
- * static there), so the ordered setup exists once; plan_blob.c is linked in.
- * Linked statically: no dynamic loader on the way.
+ * It reads the packed plan (plan_blob.h) and runs the same sbx_child_main() as
+ * a clone that does the setup itself (csrc/sandbox_core.c and plan_blob.c are
+ * linked in), so the ordered setup exists once.  Linked statically: no dynamic
+ * loader on the way.
  */
-#include "sandbox_core.c"
+#include "sbx_sys.h"
+#include "sandbox_core.h"
+#include "plan_blob.h"
+#include "child_setup.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
+
+#define fail sbx_child_fail
+#define CHECK(cond, stage, what, path) \
+    do { if (!(cond)) fail(error_fd, (stage), errno, (what), (path)); } while (0)
 
 static char *read_plan(int error_fd, size_t *len)
 {
@@ -82,5 +96,5 @@ int main(void)
         CHECK(fcntl(p->init_fd, F_SETFD, FD_CLOEXEC) == 0, SBX_STAGE_FDS, "fcntl", "(init program)");
     for (i = 0; i < p->n_cgroup_procs_fds; i++)
         CHECK(fcntl(p->cgroup_procs_fds[i], F_SETFD, FD_CLOEXEC) == 0, SBX_STAGE_FDS, "fcntl", "(cgroup.procs)");
-    child_main(p, error_fd, -1, control_fd);
+    sbx_child_main(p, error_fd, -1, control_fd);
 }
