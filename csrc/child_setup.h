@@ -33,6 +33,7 @@ struct sbx_child {
     int error_fd;     /* write end of the error pipe (close-on-exec) */
     int control_fd;   /* launch / init status socket, or -1 */
     int init_fd;      /* the init program (O_PATH), or -1 */
+    int keep_interpreter_signals;   /* a zygote's child: SIGINT, SIGPIPE, SIGXFSZ stay as CPython set them */
     struct launch_params lp;
 };
 

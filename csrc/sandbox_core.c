@@ -161,7 +161,17 @@ static void receive_launch(int control_fd, int error_fd, struct launch_params *l
     lp->n_fd_map = (int)nfds;
 }
 
-static void reset_signals(int error_fd)
+/* The signals a fresh CPython sets up at start (SIGINT: its handler; SIGPIPE,
+ * SIGXFSZ: ignored) -- a zygote has exactly these, and its child, which
+ * returns into that interpreter, keeps them as a fresh one would have them
+ * (setting them again from Python would write to pages it shares with the
+ * zygote). */
+static int interpreter_signal(int sig)
+{
+    return sig == SIGINT || sig == SIGPIPE || sig == SIGXFSZ;
+}
+
+static void reset_signals(int error_fd, int keep_interpreter_signals)
 {
     struct sigaction dfl;
     sigset_t none;
@@ -171,7 +181,7 @@ static void reset_signals(int error_fd)
     /* Python ignores SIGPIPE and installs handlers; exec keeps ignored signals,
      * so every disposition goes back to default and nothing stays blocked. */
     for (sig = 1; sig < NSIG; sig++) {
-        if (sig == SIGKILL || sig == SIGSTOP)
+        if (sig == SIGKILL || sig == SIGSTOP || (keep_interpreter_signals && interpreter_signal(sig)))
             continue;
         if (sigaction(sig, &dfl, NULL) < 0 && errno != EINVAL)
             fail(error_fd, SBX_STAGE_SIGNALS, errno, "sigaction", NULL);
@@ -380,8 +390,9 @@ void sbx_child_setup(const struct sbx_plan *p, struct sbx_child *st, int sync_fd
     char c;
     struct launch_params lp;
 
-    /* 1. Default signal dispositions: nothing of the supervisor's carries over. */
-    reset_signals(error_fd);
+    /* 1. Default signal dispositions: nothing of the supervisor's carries over
+     *    (a zygote's child keeps what a fresh interpreter would have). */
+    reset_signals(error_fd, st->keep_interpreter_signals);
     /* 2. Die with the supervisor (SIGKILL); the sync read below closes the race
      *    where it died before this prctl. */
     CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0, SBX_STAGE_DEATHSIG, "prctl(PR_SET_PDEATHSIG)", NULL);
@@ -502,6 +513,7 @@ void sbx_child_main(const struct sbx_plan *p, int error_fd, int sync_fd, int con
     struct sbx_child st;
     st.error_fd = error_fd;
     st.control_fd = control_fd;
+    st.keep_interpreter_signals = 0;
     sbx_child_setup(p, &st, sync_fd);
     /* 14. exec, trying the PATH candidates in order like execvp.  With init,
      *     after seccomp so both processes are filtered: the command runs as a

@@ -95,6 +95,7 @@ static void zygote_child(const struct sbx_zygote_fork_args *a, int error_fd, int
 
     st.error_fd = error_fd;
     st.control_fd = control_fd;
+    st.keep_interpreter_signals = 1;   /* the zygote's are a fresh interpreter's (server.py checks) */
     sbx_child_setup(p, &st, sync_fd);
     sbx_child_run_init(p, &st.lp, st.error_fd, st.control_fd, st.init_fd, 1);
 

@@ -16,7 +16,7 @@ import os
 from .client import Zygote, ZygoteKind, default_kind
 from .service import ZygoteService, close_service, service_for, spawn
 
-RUNTIME_MODULES = ("wire", "fastjson")   # the Python runtime's modules that do not read the environment
+RUNTIME_MODULES = ("wire", "fastjson", "lambda_runtime")   # the Python runtime's modules (none reads the environment at import)
 
 
 def runtime_kind(preload=()) -> ZygoteKind:

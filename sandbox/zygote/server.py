@@ -108,6 +108,16 @@ def _preload_packages(names) -> None:
         sys.path.remove(site)
 
 
+def _check_signals() -> None:
+    """The dispositions every child keeps (csrc/sandbox_core.c,
+    interpreter_signal) must be a fresh interpreter's."""
+    fresh = {signal.SIGINT: signal.default_int_handler, signal.SIGPIPE: signal.SIG_IGN,
+             signal.SIGXFSZ: signal.SIG_IGN}
+    for sig, handler in fresh.items():
+        if signal.getsignal(sig) is not handler:
+            _fatal(f"signal {sig} is {signal.getsignal(sig)!r}, not a fresh interpreter's {handler!r}", 73)
+
+
 def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
@@ -115,6 +125,7 @@ def _threads() -> int:
 def main(argv) -> None:
     sock_fd, parent, core, cffi_dir, runtime_dir, modules, preload, last_cap, cgroup = argv
     _join_cgroup(cgroup)
+    _check_signals()
     ffi, lib = _load_core(core, cffi_dir)
     rc = lib.sbx_zygote_harden(int(parent), int(last_cap))
     if rc < 0:
@@ -132,6 +143,7 @@ def main(argv) -> None:
     # environment (a child replaces both).  Iterating or clearing them in a
     # child writes the reference counts of every entry -- ~0.4 MiB per child.
     sys.path_importer_cache.clear()
+    _strings(ffi, ffi.new("char *[]", [ffi.new("char[]", b"X=1"), ffi.NULL]))   # cffi's string path, warmed here once
     os.environ.clear()
     os.environ["TZ"] = _ZYGOTE_TZ   # and the time zone every function gets (spec.py), set once here
     time.tzset()
@@ -218,10 +230,9 @@ def _become_runtime(sock, ffi, lib) -> None:
     lib.sbx_zygote_release_plan()   # copied out: its pages need not stay ours
     if len(argv) < 5 or argv[0] != sys.executable or argv[1:4] != ["-S", "-B", "-u"] or argv[4].startswith("-"):
         _fatal(f"cannot run {argv[:5]!r}: a zygote only runs `{sys.executable} -S -B -u SCRIPT`", 127)
-    # A fresh interpreter's signal dispositions (the C setup reset all to default).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Signal dispositions: the C setup reset every one to default but those a
+    # fresh interpreter sets up (SIGINT, SIGPIPE, SIGXFSZ), which it kept as
+    # ours -- checked at start (_check_signals) to be a fresh interpreter's.
     os.environ.clear()
     for item in env:
         key, sep, value = item.partition("=")

@@ -199,7 +199,9 @@ def handler(event, context):
     return {"pid": os.getpid(), "name": os.environ.get("AWS_LAMBDA_FUNCTION_NAME"),
             "secret": os.environ.get("SECRET_TOKEN"), "argv": sys.argv, "main": sys.modules["__main__"].__file__,
             "zygote_modules": [m for m in ("protocol", "sandbox", "sandbox._core", "server") if m in sys.modules],
-            "stream": context.log_stream_name == os.environ["AWS_LAMBDA_LOG_STREAM_NAME"]}
+            "stream": context.log_stream_name == os.environ["AWS_LAMBDA_LOG_STREAM_NAME"],
+            "context": [context.function_name, context.function_version, context.memory_limit_in_mb,
+                        context.log_group_name, context.invoked_function_arn]}
 
 def _scan(head, tail):
     # head+tail in every readable mapping of this process (the heap it
@@ -250,6 +252,10 @@ def test_environment_from_a_zygote_answers_as_a_fresh_one(rt):
     assert seen["pid"] == 2 and seen["name"] == "zy-answer" and seen["secret"] == "t1"
     assert seen["main"] == "/var/runtime/bootstrap.py" and seen["argv"][0] == "/var/runtime/bootstrap.py"
     assert seen["zygote_modules"] == [] and seen["stream"]
+    # The runtime module is the zygote's (imported once, before any function
+    # existed): the function's identity must still be this function's.
+    assert seen["context"][:4] == ["zy-answer", "$LATEST", "256", "/aws/lambda/zy-answer"], seen["context"]
+    assert seen["context"][4].endswith(":function:zy-answer"), seen["context"]
     assert service_for(rt._manager.supervisor).zygotes()   # it did come from a zygote
 
 

@@ -85,11 +85,20 @@ class LambdaContext:
         sys.stdout.write(str(message))
 
 
-_ENV_FUNCTION_NAME = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-_ENV_FUNCTION_VERSION = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
-_ENV_MEMORY = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-_ENV_LOG_GROUP = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
-_ENV_LOG_STREAM = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+# The function's identity, read from its environment by _read_environment()
+# when main() starts, not at import: a zygote imports this module once, before
+# any function's environment exists, and forks every environment from there.
+_ENV_FUNCTION_NAME = _ENV_FUNCTION_VERSION = _ENV_MEMORY = _ENV_LOG_GROUP = _ENV_LOG_STREAM = None
+
+
+def _read_environment() -> None:
+    global _ENV_FUNCTION_NAME, _ENV_FUNCTION_VERSION, _ENV_MEMORY, _ENV_LOG_GROUP, _ENV_LOG_STREAM
+    env = os.environ
+    _ENV_FUNCTION_NAME = env.get("AWS_LAMBDA_FUNCTION_NAME")
+    _ENV_FUNCTION_VERSION = env.get("AWS_LAMBDA_FUNCTION_VERSION")
+    _ENV_MEMORY = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    _ENV_LOG_GROUP = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
+    _ENV_LOG_STREAM = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
 
 
 # -- the channel ----------------------------------------------------------------
@@ -321,8 +330,7 @@ def main(argv) -> None:
     # come on the command line and the sandbox configuration stays shareable.
     os.environ["AWS_LAMBDA_LOG_STREAM_NAME"] = argv[0]
     os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = argv[1]
-    global _ENV_LOG_STREAM
-    _ENV_LOG_STREAM = argv[0]
+    _read_environment()
     # The channel moves out of the way of the low descriptors a handler might reuse.
     channel = Channel(os.dup(REQUEST_FD), os.dup(RESPONSE_FD))
     os.close(REQUEST_FD)
