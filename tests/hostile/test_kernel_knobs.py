@@ -6,7 +6,7 @@ import signal
 import pytest
 
 import sandbox
-from probes.harness import expect_probe, last_json
+from probes.harness import expect_probe, last_json, pid1_layout
 
 pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 
@@ -67,6 +67,7 @@ def test_18_sys_firmware_and_kernel_absent(probe_config):
                    "/proc/sys/kernel/core_pattern": True}, out
 
 
+@pid1_layout
 def test_18_proc_shows_no_host_or_sibling_pids(probe_config):
     with sandbox.spawn(["sleep", "30"], probe_config(), stdin=sandbox.DEVNULL, stdout=sandbox.DEVNULL,
                        stderr=sandbox.DEVNULL):

@@ -2,7 +2,7 @@
 opened for writing, and the interpreter sits on a read-only mount."""
 import pytest
 
-from probes.harness import expect_probe
+from probes.harness import expect_probe, pid1_layout
 from sandbox.host import detect
 
 pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
@@ -10,6 +10,7 @@ pytestmark = [pytest.mark.hostile, pytest.mark.usefixtures("no_leaks")]
 REFUSED = {"EROFS", "EACCES", "ETXTBSY", "EPERM"}
 
 
+@pid1_layout
 def test_01_proc_exe_not_writable(probe_config):
     out = expect_probe(probe_config(), "proc_exe.py")
     assert len(out["exes"]) >= 2, "expected the probe and its child"
@@ -19,6 +20,7 @@ def test_01_proc_exe_not_writable(probe_config):
     assert out["open_real_path_for_writing"] in REFUSED, out
 
 
+@pid1_layout
 def test_01_interpreter_is_on_a_read_only_mount(probe_config):
     out = expect_probe(probe_config(), "proc_exe.py")
     mount = out["exe_mount"]
@@ -26,6 +28,7 @@ def test_01_interpreter_is_on_a_read_only_mount(probe_config):
     assert "nosuid" in mount["options"], mount
 
 
+@pid1_layout
 def test_01_only_the_command_runs_inside(probe_config):
     """No supervisor or helper binary is ever exec'd inside: every process
     there runs the command's own executable."""

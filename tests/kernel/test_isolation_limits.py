@@ -10,7 +10,7 @@ import time
 import pytest
 
 import sandbox
-from probes.harness import expect_probe, kill_supervisor_and_check, pids_in_pid_namespace, probe_argv, run_probe
+from probes.harness import expect_probe, kill_supervisor_and_check, pid1_layout, pids_in_pid_namespace, probe_argv, run_probe
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
 
@@ -104,6 +104,7 @@ def test_killing_the_supervisor_kills_the_sandbox(out_dir):
     kill_supervisor_and_check(out_dir)
 
 
+@pid1_layout
 def test_parent_death_signal_is_armed_at_exec(probe_config):
     """PR_SET_PDEATHSIG survives the child's own setresuid/capset (the kernel
     clears it on every credential change, so the C core re-arms it)."""

@@ -6,7 +6,7 @@ import select
 import pytest
 
 import sandbox
-from probes.harness import expect_probe, host_status, last_json, probe_argv
+from probes.harness import expect_probe, host_status, last_json, pid1_layout, probe_argv
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_leaks")]
 
@@ -24,6 +24,7 @@ def test_namespace_differs_from_host(inside, ns):
     assert inside["ns"][ns] != host_inode, f"the sandbox shares the host's {ns} namespace"
 
 
+@pid1_layout
 def test_command_is_pid_1_and_sees_only_its_own_processes(inside):
     assert inside["pid"] == 1
     assert inside["ppid"] == 0

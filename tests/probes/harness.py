@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+import pytest
+
 import sandbox
 
 PROBES = os.path.dirname(os.path.abspath(__file__))
@@ -38,7 +40,50 @@ def last_json(data: bytes | None):
 
 def run_probe(config: sandbox.Config, script: str, *args: str, input: bytes | None = None,
               pass_fds=()) -> tuple[sandbox.Result, dict | None]:
+    if ZYGOTE_MODE and zygote_capable(config):
+        return _run_probe_from_zygote(config, script, *args, input=input, pass_fds=pass_fds)
     result = sandbox.run(probe_argv(script, *args), config, input=input, pass_fds=pass_fds)
+    return result, last_json(result.stdout)
+
+
+def zygote_capable(config: sandbox.Config) -> bool:
+    """A zygote forks only sandboxes with user and pid namespaces (it holds no
+    host capability; init is always on), on their own network namespace."""
+    return config.enabled("pid") and config.enabled("user") and config.net in ("loopback", "none")
+
+
+ZYGOTE_MODE = os.environ.get("SANDBOX_TEST_ZYGOTE") == "1"
+# For tests of the command-is-pid-1 layout, which a zygote-made sandbox never
+# has (it always runs init; tests/kernel/test_isolation_init.py covers that one).
+pid1_layout = pytest.mark.skipif(ZYGOTE_MODE, reason="SANDBOX_TEST_ZYGOTE=1: zygote-made sandboxes always run "
+                                 "init, so the command is pid 2 (test_isolation_init.py covers that layout)")
+
+
+def _run_probe_from_zygote(config, script, *args, input=None, pass_fds=()):
+    """SANDBOX_TEST_ZYGOTE=1: the same probe in a sandbox forked from a zygote
+    (sandbox/zygote), so the isolation and hostile suites check zygote-made
+    sandboxes too.  Probes run as `python -S -B -u`, as the runtime does; the
+    one third-party module they use (pyroute2) is preloaded by the zygote."""
+    from dataclasses import replace
+
+    import sandbox.supervisor
+    from sandbox.zygote import ZygoteKind, close_service, spawn
+
+    kind = ZygoteKind(REAL_PYTHON, PROBES, (), ("pyroute2",))
+    config = replace(config, init=True, pids=max(config.pids, 2))
+    try:
+        box = spawn([REAL_PYTHON, "-S", "-B", "-u", f"/probes/{script}", *args], config, kind,
+                    stdin=sandbox.PIPE if input else sandbox.DEVNULL, stdout=sandbox.PIPE, stderr=sandbox.PIPE,
+                    pass_fds=pass_fds)
+        try:
+            result = box.communicate(input)
+        except BaseException:
+            box.close()
+            raise
+    finally:
+        # The zygote (and its cgroup) would outlive the test and count as a
+        # leak: one per probe run, as a fresh sandbox is.
+        close_service(sandbox.supervisor.default_supervisor())
     return result, last_json(result.stdout)
 
 
