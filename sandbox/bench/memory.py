@@ -50,6 +50,21 @@ def mem_available_kib() -> int:
     return 0
 
 
+def provision(rt, name: str, version: str, environments: int, timeout_s: float,
+              poll_s: float = 0.05) -> tuple[str, float]:
+    """Ask for `environments` provisioned environments of name:version and wait
+    until the provisioning ends; (its status, seconds it took)."""
+    start = time.perf_counter()
+    rt.put_provisioned_concurrency_config(name, version, environments)
+    status = "IN_PROGRESS"
+    while time.perf_counter() - start < timeout_s:
+        status = rt.get_provisioned_concurrency_config(name, version)["Status"]
+        if status != "IN_PROGRESS":
+            break
+        time.sleep(poll_s)
+    return status, time.perf_counter() - start
+
+
 def _environments(rt, name, qualifier):
     pool = rt._pool_for(name, qualifier)[1]   # benchmark-only peek, as invoke_bench.env_pid does
     return pool.busy() + list(pool._idle)
@@ -64,15 +79,7 @@ def measure(environments: int, memory_mb: int = 128, ready_timeout_s: float = 12
     try:
         rt.create_function("idle", code, "app.handler", memory_mb=memory_mb)
         version = rt.publish_version("idle").version
-        start = time.perf_counter()
-        rt.put_provisioned_concurrency_config("idle", version, environments)
-        status = "IN_PROGRESS"
-        while time.perf_counter() - start < ready_timeout_s:
-            status = rt.get_provisioned_concurrency_config("idle", version)["Status"]
-            if status != "IN_PROGRESS":
-                break
-            time.sleep(0.05)
-        ready_s = time.perf_counter() - start
+        status, ready_s = provision(rt, "idle", version, environments, ready_timeout_s)
         time.sleep(0.2)   # let the last ones settle into idle
         envs = _environments(rt, "idle", version)
         per_env, processes = [], []

@@ -22,7 +22,7 @@ import time
 import sandbox
 from sandbox.zygote import close_service, service_for
 
-from .memory import mem_available_kib, pss_kib, tree
+from .memory import mem_available_kib, provision, pss_kib, tree
 from .scripts import invoke_bench
 
 ECHO = "def handler(event, context):\n    return event\n"
@@ -130,15 +130,7 @@ def idle(environments: int, memory_mb: int = 128, ready_timeout_s: float = 600.0
     try:
         rt.create_function("idle", code, "app.handler", memory_mb=memory_mb)
         version = rt.publish_version("idle").version
-        start = time.perf_counter()
-        rt.put_provisioned_concurrency_config("idle", version, environments)
-        status = "IN_PROGRESS"
-        while time.perf_counter() - start < ready_timeout_s:
-            status = rt.get_provisioned_concurrency_config("idle", version)["Status"]
-            if status != "IN_PROGRESS":
-                break
-            time.sleep(0.1)
-        ready_s = time.perf_counter() - start
+        status, ready_s = provision(rt, "idle", version, environments, ready_timeout_s, poll_s=0.1)
         time.sleep(0.5)
         pool = rt._pool_for("idle", version)[1]   # benchmark-only peek, as memory.py does
         envs = pool.busy() + list(pool._idle)
