@@ -94,7 +94,7 @@ def release_shell(shell: Shell, encoded, sync_fd: int) -> Shell:
 def prepare_shell(encoded, supervisor) -> Shell:
     """Clone a shell for `encoded` (an EncodedPlan) and release it into setup."""
     cgroup = sandbox_cgroup(encoded.plan.config, supervisor)
-    netns, joined = None, False
+    netns, joined, shell = None, False, None
     try:
         if encoded.plan.network.join:  # egress / netns: cloned into an existing namespace
             from .net.manager import join_target
@@ -108,19 +108,23 @@ def prepare_shell(encoded, supervisor) -> Shell:
             raise NetworkError(-rc, "(netns-join) setns into the network namespace to clone into", "netns-join")
         if rc < 0:
             raise SpawnError(-rc, "clone3")
+        # From here a process exists: any failure below must end it.
+        shell = Shell(out.pid, out.pidfd, out.error_fd, out.control_fd, cgroup, (out.stack_addr, out.stack_len))
         if netns is not None:
             netns.spawned(out.pidfd)  # egress: released when this process exits
             joined = True
     except BaseException:
+        if shell is not None:
+            os.close(out.sync_fd)   # the child waiting for its id maps sees the end of file
+            shell.discard()         # kill, reap, unmap its stack, destroy its cgroup
+        elif cgroup is not None:
+            cgroup.destroy()
         if netns is not None and not joined:
             netns.failed()
-        if cgroup is not None:
-            cgroup.destroy()
         raise
     finally:
         if cgroup is not None:
             cgroup.release_attach_fds()
-    shell = Shell(out.pid, out.pidfd, out.error_fd, out.control_fd, cgroup, (out.stack_addr, out.stack_len))
     return release_shell(shell, encoded, out.sync_fd)
 
 

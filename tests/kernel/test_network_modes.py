@@ -230,3 +230,36 @@ def test_concurrent_supervisors_never_share_addresses_or_reach_each_other(lab, p
     finally:
         other.close()
         third.close()
+
+
+def test_a_failure_after_the_clone_ends_the_new_process(lab, probe_config, monkeypatch):
+    """If registering the namespace's lease fails after the clone succeeded, the
+    cloned process (still waiting for its id maps) is killed and reaped, its
+    cgroup and stack go, and the namespace's lease is given back."""
+    from sandbox.net.manager import JoinTarget
+
+    _, sup = lab
+    children_before = set(_children())
+
+    def broken(self, pidfd):
+        raise RuntimeError("lease registration failed")
+
+    monkeypatch.setattr(JoinTarget, "spawned", broken)
+    config = probe_config(net="egress", hostname="after-clone")
+    with pytest.raises(RuntimeError, match="lease registration failed"):
+        sandbox.run(["true"], config, supervisor=sup)
+    monkeypatch.undo()
+    assert set(_children()) <= children_before
+    assert expect_probe_sup(probe_config(net="egress"), sup, "tcp", REMOTE, "7000")["errno"] == "OK"
+
+
+def _children() -> list[int]:
+    """Every child of this process, whichever thread cloned it."""
+    out = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                out += [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            pass   # a thread that ended meanwhile
+    return out
