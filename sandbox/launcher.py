@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import select
 import selectors
 import signal
 import sys
@@ -322,20 +323,48 @@ def _launch(shell, encoded, argv: list[str], fd_map: list[int]) -> None:
         os.close(shell.control_fd)
         shell.control_fd = -1
     error_fd, shell.error_fd = shell.error_fd, -1
-    _check_exec(error_fd)  # a setup failure of the shell is reported here, typed
+    # A setup failure of the shell is reported here, typed; bounded by the
+    # sandbox's own wall-clock limit.
+    _check_exec(error_fd, shell.pidfd, encoded.plan.config.timeout_s)
     shell.release_stack()  # the command exec'd, so the shell program did long before (on failure: discard)
     if rc < 0:
         raise SpawnError(-rc, "launch message to the pre-made sandbox")
 
 
-def _check_exec(error_fd: int) -> None:
+# After the sandbox's first process ended, how long its error pipe may stay
+# open: only a copy of the write end held elsewhere would keep it open.
+EXITED_GRACE_S = 1.0
+
+
+def _check_exec(error_fd: int, pidfd: int, timeout_s: float) -> None:
+    """Read the error pipe until its end of file (the command exec'd) or a
+    record (a step failed).  Bounded, so a launch can never hang: if the
+    sandbox's first process ends without either, or the sandbox's wall-clock
+    limit passes, something else holds the pipe's write end, and that is
+    reported as an error instead of waited for."""
+    deadline = time.monotonic() + timeout_s
+    exited_at = None
+    data = b""
+    poller = select.poll()
+    poller.register(error_fd, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
     try:
-        data = b""
-        while True:
-            chunk = os.read(error_fd, _ERROR_SIZE - len(data))
-            if not chunk:
-                break
-            data += chunk
+        while len(data) < _ERROR_SIZE:
+            limit = deadline if exited_at is None else min(deadline, exited_at + EXITED_GRACE_S)
+            remaining = limit - time.monotonic()
+            if remaining <= 0:
+                why = "its first process ended" if exited_at is not None else f"{timeout_s:g} s passed"
+                raise SetupError(errno.ETIMEDOUT, f"the sandbox neither exec'd its command nor reported a failure "
+                                 f"before {why} (its error pipe is held open elsewhere)", "launch")
+            ready = {fd for fd, _ in poller.poll(int(remaining * 1000) + 1)}
+            if error_fd in ready:
+                chunk = os.read(error_fd, _ERROR_SIZE - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            elif pidfd in ready and exited_at is None:
+                exited_at = time.monotonic()
+                poller.unregister(pidfd)
     finally:
         os.close(error_fd)
     if not data:

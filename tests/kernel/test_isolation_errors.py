@@ -133,3 +133,41 @@ def _sandbox_child_of(parent: int, timeout: float = 20) -> int:
                 continue
         time.sleep(0.05)
     raise AssertionError("the CLI's sandbox never appeared")
+
+
+# -- the launch never hangs on an error pipe held open elsewhere ----------------------
+
+def _exec_check_with_held_pipe(process_argv, timeout_s):
+    """_check_exec on a pipe whose write end we keep (as a leaked copy in another
+    process would), with the pidfd of `process_argv`."""
+    import subprocess
+    import time
+
+    from sandbox.errors import SetupError
+    from sandbox.launcher import _check_exec
+
+    r, w = os.pipe()
+    proc = subprocess.Popen(process_argv)
+    pidfd = os.pidfd_open(proc.pid)
+    start = time.monotonic()
+    try:
+        with pytest.raises(SetupError) as info:
+            _check_exec(r, pidfd, timeout_s)
+        return info.value, time.monotonic() - start
+    finally:
+        os.close(w)
+        os.close(pidfd)
+        proc.kill()
+        proc.wait()
+
+
+def test_launch_check_gives_up_soon_after_the_first_process_ended():
+    err, took = _exec_check_with_held_pipe(["true"], timeout_s=60)
+    assert err.errno == errno.ETIMEDOUT and "first process ended" in str(err), err
+    assert took < 10, took
+
+
+def test_launch_check_is_bounded_by_the_sandbox_timeout():
+    err, took = _exec_check_with_held_pipe(["sleep", "30"], timeout_s=0.3)
+    assert err.errno == errno.ETIMEDOUT and "0.3 s passed" in str(err), err
+    assert took < 10, took
