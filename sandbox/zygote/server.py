@@ -221,6 +221,24 @@ def _strings(ffi, array) -> list:
     return out
 
 
+def _set_command_line(argv) -> None:
+    """Make /proc/self/cmdline the environment's command line, not the
+    zygote's (which names host paths, the supervisor's pid and the cgroup):
+    overwrite the original argument area in place, as setproctitle does --
+    the kernel reads that memory back.  Its bounds come from /proc/self/stat
+    (arg_start, arg_end); CPython keeps copies of its arguments, so nothing
+    reads the area again.  What does not fit is cut; the rest is NULs."""
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])   # fields 48 and 49 of proc(5), counted after the comm
+    size = end - start
+    if size <= 0:
+        return
+    text = b"\0".join(a.encode("utf-8", "surrogateescape") for a in argv) + b"\0"
+    text = text[:size - 1] + b"\0" if len(text) > size else text
+    ctypes.memmove(start, text.ljust(size, b"\0"), size)
+
+
 def _become_runtime(sock, ffi, lib) -> None:
     """In the new environment (pid 2): become `python -S -B -u SCRIPT ARGS`."""
     ctypes.pythonapi.PyOS_AfterFork_Child()   # what os.fork() does: locks, threading, at-fork hooks (random)
@@ -242,6 +260,7 @@ def _become_runtime(sock, ffi, lib) -> None:
         time.tzset()   # TZ is the function's now (Lambda's is :UTC, as the zygote's)
     script = argv[4]
     sys.argv, sys.orig_argv = argv[4:], argv
+    _set_command_line(argv)
     sys.path[0] = os.path.dirname(script)
     for name in ZYGOTE_ONLY_MODULES:
         sys.modules.pop(name, None)

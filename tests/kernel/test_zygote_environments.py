@@ -201,7 +201,8 @@ def handler(event, context):
             "zygote_modules": [m for m in ("protocol", "sandbox", "sandbox._core", "server") if m in sys.modules],
             "stream": context.log_stream_name == os.environ["AWS_LAMBDA_LOG_STREAM_NAME"],
             "context": [context.function_name, context.function_version, context.memory_limit_in_mb,
-                        context.log_group_name, context.invoked_function_arn]}
+                        context.log_group_name, context.invoked_function_arn],
+            "cmdline": open("/proc/self/cmdline", "rb").read().decode(errors="replace").split("\\0")}
 
 def _scan(head, tail):
     # head+tail in every readable mapping of this process (the heap it
@@ -256,6 +257,10 @@ def test_environment_from_a_zygote_answers_as_a_fresh_one(rt):
     # existed): the function's identity must still be this function's.
     assert seen["context"][:4] == ["zy-answer", "$LATEST", "256", "/aws/lambda/zy-answer"], seen["context"]
     assert seen["context"][4].endswith(":function:zy-answer"), seen["context"]
+    # The command line is the environment's own, not the zygote's (host paths).
+    cmdline = [a for a in seen["cmdline"] if a]
+    assert cmdline[1:5] == ["-S", "-B", "-u", "/var/runtime/bootstrap.py"], seen["cmdline"]
+    assert not any("zygote" in a or "server.py" in a for a in seen["cmdline"]), seen["cmdline"]
     assert service_for(rt._manager.supervisor).zygotes()   # it did come from a zygote
 
 
