@@ -33,11 +33,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import sandbox  # noqa: E402
+from invoke_bench import pct, timed  # noqa: E402  (this directory: run as a script)
 
 PYTHON = os.path.realpath(sys.executable)
 MEMORY_MB = 1769
@@ -123,22 +123,8 @@ while True:
 """
 
 
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
 def summary_us(samples):
     return {"p50_us": pct(samples, 0.5) * 1e6, "p99_us": pct(samples, 0.99) * 1e6, "n": len(samples)}
-
-
-def timed(fn, n):
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def install_awslambdaric(target: str) -> str | None:

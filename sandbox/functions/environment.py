@@ -177,12 +177,18 @@ class Environment:
         # slow one, try again every SPIN_PROBE-th invocation (one slow answer,
         # e.g. a preemption, must not turn spinning off for good).
         self._quick = outcome.duration_ms * 1000 < SPIN_US or self.invocations % SPIN_PROBE == 0
+        # No final read of the log pipe: the runtime flushes the handler's
+        # output before it answers, so the poll that saw the answer saw that
+        # output too, and _exchange drained it.
+        return self._close_invocation(outcome, outcome.kind in _SERVED, now)
+
+    def _close_invocation(self, outcome: Outcome, answered: bool, now: float) -> Outcome:
+        """The end of every invocation (this runtime's and the Runtime API's):
+        count it; back to READY if the runtime answered, else end the
+        environment; attach the handler's output to the outcome."""
         self.invocations += 1
         self.last_used = now
-        if outcome.kind in _SERVED:
-            # No final read of the log pipe: the runtime flushes the handler's
-            # output before it answers, so the poll that saw the answer saw
-            # that output too, and _exchange drained it.
+        if answered:
             with self._state_lock:
                 if self.state == BUSY:
                     self.state = READY

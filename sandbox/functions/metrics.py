@@ -111,10 +111,7 @@ class Metrics:
         provisioned-concurrency counts.  `error` is a function error, timeout included."""
         bucket = bisect_left(self._duration.fine, duration_ms)      # outside the lock: see __init__
         with self._lock:
-            try:
-                v = self._versions[function, version]
-            except KeyError:
-                v = self._add(function, version)
+            v = self._versions.get((function, version)) or self._add(function, version)
             v.invocations += 1
             if error:
                 v.errors += 1
@@ -137,10 +134,7 @@ class Metrics:
             self._count(function, _THROTTLES)
             return
         with self._lock:
-            try:
-                v = self._versions[function, version]
-            except KeyError:
-                v = self._add(function, version)
+            v = self._versions.get((function, version)) or self._add(function, version)
             v.throttles += 1
 
     def concurrency(self, function: str, version: str, delta: int, *, provisioned: bool = False) -> None:

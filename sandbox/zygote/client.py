@@ -224,7 +224,7 @@ def plan_memfd(encoded) -> tuple[int, int]:
     return fd, n
 
 
-def default_kind(runtime_dir: str, modules=("wire", "fastjson"), preload=()) -> ZygoteKind:
+def default_kind(runtime_dir: str, modules, preload=()) -> ZygoteKind:
     return ZygoteKind(os.path.realpath(sys.executable), runtime_dir, tuple(modules), tuple(preload))
 
 

@@ -20,6 +20,7 @@ from probes.harness import REAL_PYTHON, last_json
 from sandbox.launcher import _validated
 from sandbox.plan import encoded_plan
 from sandbox.zygote import ZygoteKind, close_service, service_for, spawn as zygote_spawn
+from sandbox.zygote.client import wait_gone
 
 pytestmark = [pytest.mark.kernel, requires_sandbox_privileges()]
 
@@ -143,7 +144,7 @@ def test_zygote_memory_is_its_own_cgroup_and_goes_at_the_end(supervisor):
     finally:
         box.close()
     close_service(supervisor)
-    assert conftest_gone(zygote_pid)
+    assert wait_gone(zygote_pid)
     assert not any(os.path.exists(d) for d in zygote_dirs)
 
 
@@ -177,17 +178,8 @@ def test_closing_the_supervisor_stops_its_zygotes(no_leaks):
     zygote = service_for(sup).zygotes()[0]
     zygote_pid, zygote_dirs = zygote.pid, zygote.cgroup.dirs
     sup.close()
-    assert conftest_gone(zygote_pid)
+    assert wait_gone(zygote_pid)
     assert not any(os.path.exists(d) for d in zygote_dirs)
-
-
-def conftest_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not os.path.exists(f"/proc/{pid}"):
-            return True
-        time.sleep(0.01)
-    return False
 
 
 # -- execution environments ------------------------------------------------------------

@@ -121,19 +121,10 @@ class RuntimeInterfaceEnvironment(Environment):
             outcome = self._ended(self._server.serve(started + self.spec.timeout_s))
         now = time.monotonic()
         outcome.duration_ms = (now - started) * 1000
-        self.invocations += 1
-        self.last_used = now
-        if outcome.kind in _ANSWERED or outcome.kind == "bad_request":
-            if self._log_fd >= 0:
-                self._drain_log()   # what the runtime wrote before it answered is in the pipe now
-            with self._state_lock:
-                if self.state == BUSY:
-                    self.state = READY
-        else:
-            self._end(self._log_output())
-        if self._output is not None:
-            outcome.output, outcome.output_dropped = self._output.text(), self._output.dropped
-        return outcome
+        answered = outcome.kind in _ANSWERED or outcome.kind == "bad_request"
+        if answered and self._log_fd >= 0:
+            self._drain_log()   # what the runtime wrote before it answered is in the pipe now
+        return self._close_invocation(outcome, answered, now)
 
     # -- the server's callbacks ----------------------------------------------------
     def _on_log(self):
