@@ -114,8 +114,10 @@ def daemon(event):
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         while True:
-            with open("/tmp/heartbeat", "w") as f:
+            # Written aside and renamed: a reader never sees the file truncated but not yet written.
+            with open("/tmp/heartbeat.new", "w") as f:
                 f.write(str(time.time()))
+            os.rename("/tmp/heartbeat.new", "/tmp/heartbeat")
             time.sleep(0.02)
     os.waitpid(pid, 0)
     time.sleep(0.1)
@@ -125,7 +127,7 @@ def daemon(event):
 def heartbeat(event):
     try:
         with open("/tmp/heartbeat") as f:
-            return {"age": time.time() - float(f.read() or 0)}
+            return {"age": time.time() - float(f.read())}
     except (OSError, ValueError):
         return {"age": None}
 
