@@ -65,6 +65,9 @@ class Environment:
         self._request_fd = self._response_fd = self._log_fd = -1
         self._peak_fd = -1
         self._buffer = bytearray()
+        self._large = None   # an answer bigger than one read: its body, filled in place (see _take)
+        self._large_kind = 0
+        self._large_have = 0
         self._poller = None
         self._result = None
         self._output: Output | None = None
@@ -122,7 +125,8 @@ class Environment:
         self._poller = select.poll()   # for usable()'s check; the waits are in C
         for fd in (self._response_fd, self._log_fd, self._box._pidfd):
             self._poller.register(fd, select.POLLIN)
-        self._c_read = ffi.new("char[]", wire.READ_CHUNK)
+        # Not cleared: only the pages an answer is read into become resident.
+        self._c_read = _uncleared("char[]", wire.READ_CHUNK)
         self._c_written = ffi.new("size_t *")
         self._c_got = ffi.new("long *")
         output = self._log_output()
@@ -252,9 +256,13 @@ class Environment:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return self._timed_out()
+            if self._large is None:
+                into, cap = self._c_read, wire.READ_CHUNK
+            else:   # the rest of a large answer goes straight where it belongs
+                into, cap = ffi.from_buffer(self._large) + self._large_have, len(self._large) - self._large_have
             events = lib.sbx_channel_exchange(
                 self._request_fd, frame, length, written, self._response_fd, self._log_fd, self._box._pidfd,
-                int(remaining * 1000) + 1, SPIN_US if self._quick else 0, self._c_read, wire.READ_CHUNK, got)
+                int(remaining * 1000) + 1, SPIN_US if self._quick else 0, into, cap, got)
             if events < 0:   # poll/read/write failed on our own descriptors: end the environment
                 outcome = self._corrupt("invalid_response")
                 outcome.exit_status = f"channel: {os.strerror(-events)}"
@@ -264,7 +272,7 @@ class Environment:
             if events & lib.SBX_CH_DATA:
                 if got[0] == 0:
                     return self._died()   # end of file: the runtime is gone
-                outcome = self._take(ffi.unpack(self._c_read, got[0]))
+                outcome = self._take(got[0])
                 if outcome is not None:
                     return outcome
             if events & lib.SBX_CH_EXIT:
@@ -275,28 +283,42 @@ class Environment:
 
     def _read_response(self) -> Outcome | None:
         """Read what is available and return the frame once it is whole."""
-        buffer = self._buffer
-        size = wire.READ_CHUNK  # small reads unless a frame says more is coming (see wire.READ_CHUNK)
-        if len(buffer) >= wire.HEADER.size:
-            missing = wire.HEADER.size + wire.HEADER.unpack_from(buffer)[2] - len(buffer)
-            size = max(size, min(missing, wire.MAX_FRAME))
-        try:
-            chunk = os.read(self._response_fd, size)
-        except BlockingIOError:
-            return None
-        if not chunk:
-            return None
-        return self._take(chunk)
+        while True:
+            if self._large is None:
+                into = ffi.buffer(self._c_read, wire.READ_CHUNK)
+            else:
+                into = memoryview(self._large)[self._large_have:]
+            try:
+                got = os.readv(self._response_fd, (into,))
+            except BlockingIOError:
+                return None
+            if not got:
+                return None
+            outcome = self._take(got)
+            if outcome is not None:
+                return outcome
 
-    def _take(self, chunk: bytes) -> Outcome | None:
-        """Add bytes of the answer; the frame once it is whole."""
-        buffer = self._buffer
-        if not buffer and len(chunk) >= wire.HEADER.size:
-            # The common case: one whole frame in one read, no copying.
-            magic, kind, length = wire.HEADER.unpack_from(chunk)
-            if len(chunk) == wire.HEADER.size + length and magic == wire.MAGIC and kind in _KIND_NAMES:
-                return Outcome(_KIND_NAMES[kind], chunk[wire.HEADER.size:])
-        buffer += chunk
+    def _take(self, got: int) -> Outcome | None:
+        """`got` more bytes of the answer were read (into _c_read, or into
+        _large when one is being filled); the frame once it is whole."""
+        if self._large is not None:
+            self._large_have += got
+            if self._large_have < len(self._large):
+                return None
+            body, self._large = bytes(self._large), None
+            return Outcome(_KIND_NAMES[self._large_kind], body)
+        if not self._buffer and got >= wire.HEADER.size:
+            magic, kind, length = wire.HEADER.unpack_from(ffi.buffer(self._c_read, wire.HEADER.size))
+            if magic == wire.MAGIC and kind in _KIND_NAMES and length <= wire.MAX_FRAME:
+                size = wire.HEADER.size + length
+                if got == size:   # the common case: one whole frame in one read, one copy
+                    return Outcome(_KIND_NAMES[kind], ffi.unpack(self._c_read + wire.HEADER.size, length))
+                if got < size:    # a large answer: the rest is read into a buffer of its size
+                    self._large, self._large_kind = bytearray(length), kind
+                    self._large_have = got - wire.HEADER.size
+                    ffi.memmove(self._large, self._c_read + wire.HEADER.size, self._large_have)
+                    return None
+        self._buffer += ffi.buffer(self._c_read, got)
         return self._parse()
 
     def _parse(self) -> Outcome | None:
@@ -388,6 +410,7 @@ class Environment:
                 os.close(fd)
 
 
+_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 _SERVED = frozenset(("result", "error", "bad_request"))
 _FAILED_INIT = frozenset(("init_error", "timeout", "exit", "oom", "invalid_response", "too_large"))
 _KIND_NAMES = {wire.READY: "ready", wire.INIT_ERROR: "init_error", wire.RESULT: "result",

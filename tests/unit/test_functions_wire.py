@@ -323,3 +323,64 @@ def test_bad_json_raises_decode_error_without_json_imported(text):
             print("DecodeError", isinstance(exc, ValueError), bool(str(exc)))
     """)
     assert out.strip() == "DecodeError True True"
+
+
+# -- the runtime's end of the request pipe (lambda_runtime.Channel) ---------------------------------
+def test_runtime_channel_reassembles_requests_however_they_are_split():
+    """Requests of every size (empty, small, one byte either side of the receive
+    buffer, several MB) arrive whole and in order however the pipe splits them:
+    several frames per read, a header cut in two at the buffer's end, a frame
+    larger than the buffer.  The bodies are views of one reused buffer, so each
+    is checked before the next receive()."""
+    out = run_like_the_bootstrap("""
+        import os, random, threading
+        import lambda_runtime as runtime, wire
+
+        rng = random.Random(7)
+        edge = runtime.RECEIVE_BUFFER - wire.HEADER.size
+        sizes = [0, 1, 100, edge - 1, edge, edge + 1, 3, 5 * 1024 * 1024, 7, 64 * 1024]
+        sizes += [rng.randrange(0, 300 * 1024) for _ in range(40)]
+        bodies = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+        stream = b"".join(wire.frame(wire.INVOKE, body) for body in bodies)
+        r, w = os.pipe()
+
+        def feed():
+            at = 0
+            while at < len(stream):   # random cuts, so frames and headers straddle reads
+                step = rng.choice((1, 3, 7, 4096, 65536, 200000))
+                at += os.write(w, stream[at:at + step])
+            os.close(w)
+
+        writer = threading.Thread(target=feed)
+        writer.start()
+        channel = runtime.Channel(r, -1)
+        got = 0
+        while True:
+            request = channel.receive()
+            if request is None:
+                break
+            kind, body = request
+            assert kind == wire.INVOKE and bytes(body) == bodies[got], (got, len(body))
+            got += 1
+        writer.join()
+        print(got, len(bodies))
+    """)
+    assert out.split() == ["50", "50"]
+
+
+def test_runtime_channel_refuses_a_corrupt_frame():
+    out = run_like_the_bootstrap("""
+        import os
+        import lambda_runtime as runtime, wire
+
+        r, w = os.pipe()
+        os.write(w, wire.frame(wire.INVOKE, b"ok") + b"\\x00" * 8)
+        os.close(w)
+        channel = runtime.Channel(r, -1)
+        print(bytes(channel.receive()[1]))
+        try:
+            channel.receive()
+        except SystemExit as exc:
+            print(exc)
+    """)
+    assert out.splitlines() == ["b'ok'", "bootstrap: corrupt request frame"]

@@ -105,7 +105,8 @@ def _read_environment() -> None:
 class Channel:
     def __init__(self, request_fd, response_fd):
         self.request_fd, self.response_fd = request_fd, response_fd
-        self._buffer = bytearray()
+        self._new_buffer(RECEIVE_BUFFER)
+        self._start = self._end = 0   # the unread bytes: _buffer[_start:_end]
 
     def send(self, kind, body=b"", request_id=b"") -> None:
         """One frame; answers to an invocation start with its request id."""
@@ -117,42 +118,49 @@ class Channel:
                 data = data[os.write(self.response_fd, data):]
 
     def receive(self):
-        """(kind, body) of the next request, or None when the supervisor hung up."""
-        buffer = self._buffer
-        if not buffer:
-            # The common case: one whole frame in one read, no copying.
-            chunk = os.read(self.request_fd, wire.READ_CHUNK)
-            if not chunk:
-                return None
-            if len(chunk) >= wire.HEADER.size:
-                magic, kind, length = wire.HEADER.unpack_from(chunk)
-                if magic == wire.MAGIC and len(chunk) == wire.HEADER.size + length:
-                    return kind, memoryview(chunk)[wire.HEADER.size:]
-            buffer += chunk
+        """(kind, body) of the next request, or None when the supervisor hung up.
+        The body is a view of the receive buffer, valid until the next call:
+        requests are read into one reused buffer, so a request costs no
+        allocation and no copy before its payload is decoded."""
+        size = wire.HEADER.size
         while True:
-            if len(buffer) >= wire.HEADER.size:
-                magic, kind, length = wire.HEADER.unpack_from(buffer)
+            start, end = self._start, self._end
+            if end - start >= size:
+                magic, kind, length = wire.HEADER.unpack_from(self._buffer, start)
                 if magic != wire.MAGIC or length > wire.MAX_FRAME:
                     raise SystemExit("bootstrap: corrupt request frame")
-                end = wire.HEADER.size + length
-                if len(buffer) >= end:
-                    body = bytes(buffer[wire.HEADER.size:end])
-                    del buffer[:end]
-                    return kind, body
-            chunk = os.read(self.request_fd, _read_size(buffer))
-            if not chunk:
+                frame_end = start + size + length
+                if frame_end <= end:
+                    self._start = frame_end
+                    return kind, self._view[start + size:frame_end]
+                if frame_end > len(self._buffer):
+                    self._move_unread(size + length)
+            elif start == end:   # all read: start over at the front (or in a default-sized buffer again)
+                self._start = self._end = 0
+                if len(self._buffer) > RECEIVE_BUFFER:
+                    self._new_buffer(RECEIVE_BUFFER)
+            elif len(self._buffer) - start < size:
+                self._move_unread(size)
+            got = os.readv(self.request_fd, (self._view[self._end:],))
+            if not got:
                 return None
-            buffer += chunk
+            self._end += got
+
+    def _new_buffer(self, size) -> None:
+        # Always a new one, never resized: the previous request's body may still be a view of the old.
+        self._buffer = bytearray(size)
+        self._view = memoryview(self._buffer)
+
+    def _move_unread(self, need) -> None:
+        """The unread bytes to the front of a new buffer with room for `need` bytes."""
+        unread = self._view[self._start:self._end]
+        self._new_buffer(max(RECEIVE_BUFFER, need))
+        self._view[:len(unread)] = unread
+        self._start, self._end = 0, len(unread)
 
 
-def _read_size(buffer) -> int:
-    """How much to ask read() for.  Python allocates the whole size up front, and
-    past malloc's mmap threshold that costs an mmap/munmap per call (~15 us),
-    so ask for 64 KiB unless a frame header says more is on its way."""
-    if len(buffer) >= wire.HEADER.size:
-        missing = wire.HEADER.size + wire.HEADER.unpack_from(buffer)[2] - len(buffer)
-        return max(wire.READ_CHUNK, min(missing, wire.MAX_FRAME))
-    return wire.READ_CHUNK
+# One read takes a request of up to this size (a 64 KB payload and its frame).
+RECEIVE_BUFFER = 128 * 1024
 
 
 # -- errors ---------------------------------------------------------------------
