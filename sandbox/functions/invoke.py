@@ -12,7 +12,7 @@ from .errors import InvalidParameterValueException, InvalidRequestContentExcepti
     ServiceException, TooManyRequestsException
 from .models import log_time
 from .runtime import fastjson
-from .runtime.wire import MAX_PAYLOAD
+from .runtime.wire import MAX_PAYLOAD, MAX_RESPONSE
 from .spec import PYTHON_VERSION, log_stream_name
 
 MAX_TRACE_ID = 2048   # an X-Ray trace header is well under this
@@ -193,7 +193,7 @@ def _message(outcome, timeout_s) -> str:
     if outcome.kind in ("exit", "oom"):
         return f"Runtime exited with error: {outcome.exit_status}"
     if outcome.kind == "too_large":
-        return f"Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."
+        return f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."
     return "Runtime sent a malformed response; the environment was ended"
 
 

@@ -509,13 +509,15 @@ def test_out_of_memory_shape_and_a_new_environment_after(rt, make):
 
 
 def test_response_size_limit_is_6mb(rt, make):
+    # Lambda's response cap is 100 bytes over its request cap: 6,291,556 bytes,
+    # the same through the Runtime API (tests/hostile/test_runtime_interface_abuse.py).
     fn = make("app.big_response", timeout_s=10)
-    at_limit = call(rt, fn, {"size": MAX - 2})               # plus two quotes: exactly 6 MB of JSON
-    assert at_limit.function_error is None and len(at_limit.payload) == MAX
-    over = call(rt, fn, {"size": MAX - 1})
+    at_limit = call(rt, fn, {"size": MAX + 100 - 2})         # plus two quotes: exactly the limit
+    assert at_limit.function_error is None and len(at_limit.payload) == MAX + 100
+    over = call(rt, fn, {"size": MAX + 100 - 1})
     body = error_of(over)
     assert body["errorType"] == "Function.ResponseSizeTooLarge"
-    assert f"({MAX} bytes)" in body["errorMessage"]
+    assert "(6291556 bytes)" in body["errorMessage"]
     assert call(rt, fn, {"size": 3}).json() == "xxx"
 
 

@@ -318,9 +318,9 @@ def invoke(handler, body):
         message = f"Unable to marshal response: {exc}"
         _log_error("Runtime.MarshalError", message, [])
         return wire.ERROR, _error_body("Runtime.MarshalError", message, [], request_id)
-    if len(data) > wire.MAX_PAYLOAD:
+    if len(data) > wire.MAX_RESPONSE:
         message = (f"Response payload size ({len(data)} bytes) exceeded maximum allowed payload size "
-                   f"({wire.MAX_PAYLOAD} bytes).")
+                   f"({wire.MAX_RESPONSE} bytes).")
         return wire.ERROR, _error_body("Function.ResponseSizeTooLarge", message, [], request_id)
     return wire.RESULT, data
 

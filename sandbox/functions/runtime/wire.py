@@ -38,7 +38,11 @@ INVOKE_META = struct.Struct("<36sQHHI")
 REQUEST_ID_SIZE = 36
 
 READ_CHUNK = 64 * 1024                   # default read size on both ends (see _read_size)
-MAX_PAYLOAD = 6 * 1024 * 1024            # Lambda's synchronous request/response cap
+MAX_PAYLOAD = 6 * 1024 * 1024            # Lambda's synchronous request cap (6,291,456 bytes)
+# ...and its response cap, which is 100 bytes larger: the limit Lambda's
+# Runtime API applies to a response or error body (the RIE's MaxPayloadSize).
+# The error names it: "exceeded maximum allowed payload size (6291556 bytes)".
+MAX_RESPONSE = MAX_PAYLOAD + 100
 MAX_FRAME = MAX_PAYLOAD + 64 * 1024      # payload plus metadata; larger is a protocol violation
 
 

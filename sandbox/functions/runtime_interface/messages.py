@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import re
 
+from ..runtime.wire import MAX_RESPONSE
 from .http1 import response
 
-MAX_PAYLOAD = 6 * 1024 * 1024 + 100      # Lambda's limit on a response or error body (the RIE's MaxPayloadSize)
+MAX_PAYLOAD = MAX_RESPONSE      # Lambda's limit on a response or error body (wire.MAX_RESPONSE)
 _ERROR_TYPE = re.compile(r"(Runtime|Function)\.[A-Z][a-zA-Z]+")
 
 ACCEPTED = response(202, b'{"status":"OK"}')
