@@ -1,16 +1,22 @@
-"""Build and install the sandbox package.  Three C build products: the core, a
-cffi module (csrc/build_core.py), and two executables installed in the package
-(csrc/build_init.py), built by the same build_ext: the init program
+"""Build and install the sandbox package.  Four C build products: the core, a
+cffi module (csrc/build_core.py); the function runtime's JSON module, a plain
+CPython extension (csrc/fastjson.c); and two executables installed in the
+package (csrc/build_init.py), built by the same build_ext: the init program
 (sandbox/_sandbox_init) and the shell program (sandbox/_sandbox_shell)."""
 import os
 import runpy
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 # In the package: sandbox/plan.py opens them.  (build function in csrc/build_init.py, path)
 PROGRAMS = (("build_init_program", os.path.join("sandbox", "_sandbox_init")),
             ("build_shell_program", os.path.join("sandbox", "_sandbox_shell")))
+
+# In the runtime directory, bound at /var/runtime: there it is the top-level
+# module _fastjson, run by the host's interpreter (so the full C API is fine).
+FASTJSON = Extension("sandbox.functions.runtime._fastjson", [os.path.join("csrc", "fastjson.c")],
+                     extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"])
 
 
 class build_ext_with_init(build_ext):
@@ -60,6 +66,7 @@ setup(
     packages=find_packages(include=["sandbox", "sandbox.*"]),
     setup_requires=["cffi>=1.15"],
     cffi_modules=["csrc/build_core.py:ffibuilder"],
+    ext_modules=[FASTJSON],
     cmdclass={"build_ext": build_ext_with_init},
     install_requires=[
         "cffi>=1.15",

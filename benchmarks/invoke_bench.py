@@ -163,7 +163,7 @@ def warm_latency(rt, raw, size, blocks, per_block):
 def json_round_trip(payload: bytes) -> bytes:
     from sandbox.functions.runtime import fastjson
 
-    return fastjson.dumps(fastjson.loads(str(payload, "utf-8")), None).encode()
+    return fastjson.dumps(fastjson.loads_utf8(payload), None).encode()
 
 
 def throughput(fn_per_thread, threads, seconds):

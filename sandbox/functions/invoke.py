@@ -199,7 +199,7 @@ def _message(outcome, timeout_s) -> str:
 
 def _error_type(body: bytes) -> str:
     try:
-        return str(fastjson.loads(body.decode("utf-8")).get("errorType", "Unknown"))
+        return str(fastjson.loads_utf8(body).get("errorType", "Unknown"))
     except (ValueError, AttributeError, UnicodeDecodeError):
         return "Unknown"
 

@@ -82,6 +82,7 @@ def _preload_runtime(runtime_dir: str, names, mount: str = "/var/runtime") -> No
     from _frozen_importlib import ModuleSpec
     from _frozen_importlib_external import SourceFileLoader
 
+    _preload_extensions(runtime_dir, mount)
     for name in names:
         inside = f"{mount}/{name}.py"
         with open(os.path.join(runtime_dir, name + ".py"), "rb") as f:
@@ -93,6 +94,30 @@ def _preload_runtime(runtime_dir: str, names, mount: str = "/var/runtime") -> No
         module.__spec__.has_location = True
         sys.modules[name] = module
         exec(code, module.__dict__)
+
+
+def _preload_extensions(runtime_dir: str, mount: str) -> None:
+    """The runtime's C modules (_fastjson): loaded from the host's copy, named
+    by their path inside, where a fresh environment imports them from (the
+    host's path is not for an environment to see)."""
+    from _frozen_importlib import ModuleSpec
+    from _frozen_importlib_external import EXTENSION_SUFFIXES, ExtensionFileLoader
+
+    for entry in sorted(os.listdir(runtime_dir)):
+        suffix = next((s for s in EXTENSION_SUFFIXES if entry.endswith(s)), None)
+        name = entry[:-len(suffix)] if suffix else ""
+        if not name.isidentifier() or name in sys.modules:
+            continue
+        loader = ExtensionFileLoader(name, os.path.join(runtime_dir, entry))
+        spec = ModuleSpec(name, loader, origin=loader.path)
+        module = loader.create_module(spec)
+        loader.exec_module(module)
+        inside = f"{mount}/{entry}"
+        module.__file__ = inside
+        module.__spec__ = ModuleSpec(name, ExtensionFileLoader(name, inside), origin=inside)
+        module.__spec__.has_location = True
+        module.__loader__ = module.__spec__.loader
+        sys.modules[name] = module
 
 
 def _preload_packages(names) -> None:

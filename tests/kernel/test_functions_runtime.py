@@ -655,6 +655,8 @@ def test_context_matches_lambdas(rt, make, monkeypatch):
     }
     assert {k: env.get(k) for k in expected} == expected
     assert "SANDBOX_TEST_HOST_ONLY" not in env, "the host's environment leaked into the sandbox"
+    # The runtime decodes and encodes with its C JSON module (built with the package), from /var/runtime.
+    assert c["fastjson_c"] is not None and c["fastjson_c"].startswith("/var/runtime/_fastjson."), c["fastjson_c"]
     assert "_X_AMZN_TRACE_ID" not in env
     assert not {k for k in env if k.startswith(("AWS_SECRET", "AWS_SESSION", "AWS_ACCESS"))}
 

@@ -191,6 +191,7 @@ def handler(event, context):
     return {"pid": os.getpid(), "name": os.environ.get("AWS_LAMBDA_FUNCTION_NAME"),
             "secret": os.environ.get("SECRET_TOKEN"), "argv": sys.argv, "main": sys.modules["__main__"].__file__,
             "zygote_modules": [m for m in ("protocol", "sandbox", "sandbox._core", "server") if m in sys.modules],
+            "fastjson_c": getattr(sys.modules.get("_fastjson"), "__file__", None),
             "stream": context.log_stream_name == os.environ["AWS_LAMBDA_LOG_STREAM_NAME"],
             "context": [context.function_name, context.function_version, context.memory_limit_in_mb,
                         context.log_group_name, context.invoked_function_arn],
@@ -245,6 +246,8 @@ def test_environment_from_a_zygote_answers_as_a_fresh_one(rt):
     assert seen["pid"] == 2 and seen["name"] == "zy-answer" and seen["secret"] == "t1"
     assert seen["main"] == "/var/runtime/bootstrap.py" and seen["argv"][0] == "/var/runtime/bootstrap.py"
     assert seen["zygote_modules"] == [] and seen["stream"]
+    # The runtime's C JSON module came with the zygote, named by its path inside.
+    assert seen["fastjson_c"] is not None and seen["fastjson_c"].startswith("/var/runtime/_fastjson."), seen
     # The runtime module is the zygote's (imported once, before any function
     # existed): the function's identity must still be this function's.
     assert seen["context"][:4] == ["zy-answer", "$LATEST", "256", "/aws/lambda/zy-answer"], seen["context"]

@@ -296,8 +296,8 @@ def invoke(handler, body):
         else:
             os.environ.pop("_X_AMZN_TRACE_ID", None)
     try:
-        event = fastjson.loads(str(payload, "utf-8"))
-        context_data = ClientContext(fastjson.loads(str(client_context, "utf-8"))) if client_context else None
+        event = fastjson.loads_utf8(payload)
+        context_data = ClientContext(fastjson.loads_utf8(client_context)) if client_context else None
     except (ValueError, UnicodeDecodeError) as exc:
         return wire.BAD_REQUEST, f"Could not parse request body into json: {exc}".encode()
     except RecursionError:   # valid JSON nested deeper than Python can represent

@@ -58,6 +58,7 @@ def context_info(event, context):
         "remaining_ms": context.get_remaining_time_in_millis(),
         "client_context_is_none": context.client_context is None,
         "environ": dict(os.environ),
+        "fastjson_c": getattr(sys.modules.get("_fastjson"), "__file__", None),
     }
 
 
