@@ -1,4 +1,4 @@
-"""The runtime's C JSON module (csrc/fastjson.c) against json itself.
+"""The runtime's C JSON module (csrc/fastjson.c, fastjson_decode.c) against json itself.
 
 _fastjson.loads_utf8(data) may decline (NotImplemented) but must never return
 a value that differs from json.loads(str(data, "utf-8")), nor one where that
