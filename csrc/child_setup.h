@@ -66,6 +66,11 @@ size_t sbx_str_copy(char *dst, size_t cap, size_t at, const char *src);
 void sbx_child_fail(int error_fd, int stage, int err, const char *what, const char *path)
     __attribute__((noreturn));
 
+/* Fail closed: unless cond holds, report the step (stage), errno and what
+ * failed on what path, and die.  The caller has its `error_fd` in scope. */
+#define CHECK(cond, stage, what, path) \
+    do { if (!(cond)) sbx_child_fail(error_fd, (stage), errno, (what), (path)); } while (0)
+
 /* Close every descriptor from `from` on except the (up to three) in keep[]. */
 void sbx_child_close_all_but(unsigned int from, const int *keep, int n, int error_fd);
 

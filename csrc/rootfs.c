@@ -18,8 +18,6 @@
 #include <sys/syscall.h>
 
 #define fail sbx_child_fail
-#define CHECK(cond, stage, what, path) \
-    do { if (!(cond)) fail(error_fd, (stage), errno, (what), (path)); } while (0)
 
 /* Child-private scratch space: the child is a copy of the parent (or the
  * shell program), so this static is its own and using it allocates nothing. */

@@ -70,8 +70,6 @@ fail(int error_fd, int stage, int err, const char *what, const char *path)
     _exit(127);
 }
 
-#define CHECK(cond, stage, what, path) \
-    do { if (!(cond)) fail(error_fd, (stage), errno, (what), (path)); } while (0)
 #define CLOSE_OR_FAIL(from, to) \
     CHECK(syscall(SYS_close_range, (unsigned)(from), (unsigned)(to), 0) == 0, SBX_STAGE_FDS, "close_range", NULL)
 

@@ -27,8 +27,6 @@
 #include <linux/capability.h>
 
 #define fail sbx_child_fail
-#define CHECK(cond, stage, what, path) \
-    do { if (!(cond)) fail(error_fd, (stage), errno, (what), (path)); } while (0)
 
 static char *read_plan(int error_fd, size_t *len)
 {
