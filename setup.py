@@ -1,8 +1,9 @@
-"""Build and install the sandbox package.  Four C build products: the core, a
-cffi module (csrc/build_core.py); the function runtime's JSON module, a plain
-CPython extension (csrc/fastjson.c); and two executables installed in the
-package (csrc/build_init.py), built by the same build_ext: the init program
-(sandbox/_sandbox_init) and the shell program (sandbox/_sandbox_shell)."""
+"""Build and install the sandbox package.  Five C build products: the core, a
+cffi module (csrc/build_core.py); the function runtime's JSON and heap modules,
+plain CPython extensions (csrc/fastjson*.c, csrc/runtime_heap.c); and two
+executables installed in the package (csrc/build_init.py), built by the same
+build_ext: the init program (sandbox/_sandbox_init) and the shell program
+(sandbox/_sandbox_shell)."""
 import os
 import runpy
 
@@ -19,6 +20,9 @@ FASTJSON = Extension("sandbox.functions.runtime._fastjson",
                      [os.path.join("csrc", "fastjson.c"), os.path.join("csrc", "fastjson_decode.c")],
                      depends=[os.path.join("csrc", "fastjson.h")],
                      extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"])
+# Also there: the runtime's heap policy (mallopt), _heap.
+RUNTIME_HEAP = Extension("sandbox.functions.runtime._heap", [os.path.join("csrc", "runtime_heap.c")],
+                         extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"])
 
 
 class build_ext_with_init(build_ext):
@@ -68,7 +72,7 @@ setup(
     packages=find_packages(include=["sandbox", "sandbox.*"]),
     setup_requires=["cffi>=1.15"],
     cffi_modules=["csrc/build_core.py:ffibuilder"],
-    ext_modules=[FASTJSON],
+    ext_modules=[FASTJSON, RUNTIME_HEAP],
     cmdclass={"build_ext": build_ext_with_init},
     install_requires=[
         "cffi>=1.15",

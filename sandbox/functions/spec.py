@@ -102,17 +102,6 @@ def build_spec(configuration, code_path: str, *, region: str, max_lifetime_s: fl
                            bootstrap=find_bootstrap(code_path, layers_dir) if provided else "")
 
 
-# The Python runtime's malloc (glibc reads GLIBC_TUNABLES when the interpreter
-# starts).  By default glibc gives freed heap back once its top passes 128 KiB,
-# so every invocation with a payload of tens of KB grew the heap with brk,
-# faulted the pages in and gave them back: ~80 us of a 64 KB round trip.  Up to
-# 8 MiB of freed heap is kept for the next invocation (the process reuses it, and
-# it counts in the function's memory as any heap does); allocations under 4 MiB
-# come from the heap, bigger ones are mapped and unmapped whole.  A function's
-# own GLIBC_TUNABLES replaces this.
-PYTHON_MALLOC_TUNABLES = "glibc.malloc.trim_threshold=8388608:glibc.malloc.mmap_threshold=4194304"
-
-
 def platform_environment(fc, region: str) -> dict[str, str]:
     """The variables Lambda sets for every Python function (reserved names),
     or for a custom runtime's (provided*)."""
@@ -134,8 +123,6 @@ def platform_environment(fc, region: str) -> dict[str, str]:
     }
     if fc.runtime in PROVIDED_RUNTIMES:
         env = provided_environment(env, os.path.dirname(real_interpreter()))
-    else:
-        env["GLIBC_TUNABLES"] = PYTHON_MALLOC_TUNABLES
     return env
 
 

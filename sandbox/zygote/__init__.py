@@ -21,9 +21,9 @@ RUNTIME_MODULES = ("wire", "fastjson", "lambda_runtime")   # the Python runtime'
 
 def runtime_kind(preload=()) -> ZygoteKind:
     """The zygote of the function layer's Python runtime (sandbox/functions/runtime)."""
-    from ..functions.spec import PYTHON_MALLOC_TUNABLES, RUNTIME_DIR
+    from ..functions.spec import RUNTIME_DIR
 
-    return default_kind(RUNTIME_DIR, RUNTIME_MODULES, preload, PYTHON_MALLOC_TUNABLES)
+    return default_kind(RUNTIME_DIR, RUNTIME_MODULES, preload)
 
 
 def unshadowed(preload, binds, python_version: str) -> tuple[str, ...]:

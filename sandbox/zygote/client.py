@@ -46,9 +46,6 @@ class ZygoteKind:
     runtime_dir: str                 # host directory of the runtime (bound at /var/runtime)
     modules: tuple[str, ...]         # the runtime's modules to import (must not read the environment)
     preload: tuple[str, ...] = ()    # runtime-provided packages to import too (e.g. numpy)
-    # Read by the C library when the zygote starts, so its environments inherit
-    # them (an environment's own variables come too late for that).
-    malloc_tunables: str = ""
 
 
 def _core_path() -> str:
@@ -106,8 +103,6 @@ class Zygote:
                     k.runtime_dir, ",".join(k.modules), ",".join(k.preload), str(lib.sbx_last_cap()), spec]
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/"}
             env.update((name, "1") for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"))
-            if k.malloc_tunables:
-                env["GLIBC_TUNABLES"] = k.malloc_tunables
             self._proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()] + fds, stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         except BaseException:
@@ -229,9 +224,8 @@ def plan_memfd(encoded) -> tuple[int, int]:
     return fd, n
 
 
-def default_kind(runtime_dir: str, modules, preload=(), malloc_tunables: str = "") -> ZygoteKind:
-    return ZygoteKind(os.path.realpath(sys.executable), runtime_dir, tuple(modules), tuple(preload),
-                      malloc_tunables)
+def default_kind(runtime_dir: str, modules, preload=()) -> ZygoteKind:
+    return ZygoteKind(os.path.realpath(sys.executable), runtime_dir, tuple(modules), tuple(preload))
 
 
 def wait_gone(pid: int, timeout: float = 5.0) -> bool:

@@ -27,7 +27,7 @@ from conftest import requires_sandbox_privileges
 from sandbox.functions import (LATEST, InvalidParameterValueException, InvalidRequestContentException,
                                ResourceConflictException, ResourceNotFoundException, ServiceException)
 from sandbox.functions.errors import RequestTooLargeException
-from sandbox.functions.spec import PYTHON_MALLOC_TUNABLES, PYTHON_VERSION
+from sandbox.functions.spec import PYTHON_VERSION
 from sandbox.supervisor import default_supervisor
 
 pytestmark = [pytest.mark.kernel, requires_sandbox_privileges()]
@@ -651,19 +651,30 @@ def test_context_matches_lambdas(rt, make, monkeypatch):
         "AWS_DEFAULT_REGION": "us-east-1", "AWS_EXECUTION_ENV": f"AWS_Lambda_python{PYTHON_VERSION}",
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand", "LAMBDA_TASK_ROOT": "/var/task",
         "LAMBDA_RUNTIME_DIR": "/var/runtime", "_HANDLER": "app.context_info",
-        "MY_VAR": "hello", "WITH_EQUALS": "a=b=c", "GLIBC_TUNABLES": PYTHON_MALLOC_TUNABLES,
+        "MY_VAR": "hello", "WITH_EQUALS": "a=b=c",
     }
     assert {k: env.get(k) for k in expected} == expected
     assert "SANDBOX_TEST_HOST_ONLY" not in env, "the host's environment leaked into the sandbox"
+    assert "GLIBC_TUNABLES" not in env   # the runtime's heap policy is a mallopt, not a variable
     # The runtime decodes and encodes with its C JSON module (built with the package), from /var/runtime.
     assert c["fastjson_c"] is not None and c["fastjson_c"].startswith("/var/runtime/_fastjson."), c["fastjson_c"]
     assert "_X_AMZN_TRACE_ID" not in env
     assert not {k for k in env if k.startswith(("AWS_SECRET", "AWS_SESSION", "AWS_ACCESS"))}
 
 
-def test_a_functions_own_malloc_tunables_replace_the_runtimes(rt, make):
-    fn = make("app.context_info", environment={"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"})
-    assert call(rt, fn).json()["environ"]["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=1"
+def test_the_runtime_keeps_freed_heap_for_the_next_invocation(rt, make):
+    # Payload-sized blocks come from the heap, and freeing them does not hand
+    # the pages back (lambda_runtime._keep_freed_heap): the next large request
+    # finds them resident instead of faulting them in again.
+    seen = call(rt, make("app.heap_kept")).json()
+    assert seen["grown"] >= 3 * 1024 and seen["kept"] >= 0.9 * seen["grown"], seen
+
+
+def test_a_functions_own_malloc_tunables_replace_the_runtimes_heap_policy(rt, make):
+    own = "glibc.malloc.trim_threshold=0:glibc.malloc.mmap_threshold=131072"
+    fn = make("app.heap_kept", environment={"GLIBC_TUNABLES": own})
+    seen = call(rt, fn).json()
+    assert seen["grown"] >= 3 * 1024 and seen["kept"] <= 0.1 * seen["grown"], seen
 
 
 def test_context_of_a_published_version(rt, make):

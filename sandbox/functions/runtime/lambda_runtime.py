@@ -325,6 +325,27 @@ def invoke(handler, body):
     return wire.RESULT, data
 
 
+# The heap between invocations (_heap, csrc/runtime_heap.c): up to 16 MiB of
+# freed heap is kept, and blocks under 8 MiB (every payload-sized one: the
+# largest frame is ~6 MiB) come from the heap.  With glibc's defaults a
+# 200 KB request's blocks were given back and faulted in again on every
+# invocation (echo round trip 340 -> 190 us; 1 MB: 3.0 -> 2.0 ms).
+KEEP_FREED_HEAP = 16 * 1024 * 1024
+MAP_BLOCKS_FROM = 8 * 1024 * 1024
+
+
+def _keep_freed_heap() -> None:
+    """After init, so what init freed is still given back.  A function that
+    sets glibc's malloc tunables itself keeps its own choice."""
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    try:
+        import _heap
+    except ImportError:   # not built: glibc's defaults, only slower for large payloads
+        return
+    _heap.keep_freed(KEEP_FREED_HEAP, MAP_BLOCKS_FROM)
+
+
 def _flush_output() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -355,6 +376,7 @@ def main(argv) -> None:
         channel.send(wire.INIT_ERROR, _error_body(fault.error_type, fault.message, fault.stack))
         sys.stdout.flush()
         os._exit(1)
+    _keep_freed_heap()
     channel.send(wire.READY)
     while True:
         request = channel.receive()
