@@ -135,9 +135,9 @@ class Channel:
                     return kind, self._view[start + size:frame_end]
                 if frame_end > len(self._buffer):
                     self._move_unread(size + length)
-            elif start == end:   # all read: start over at the front (or in a default-sized buffer again)
+            elif start == end:   # all read: start over at the front (in a smaller buffer after a huge request)
                 self._start = self._end = 0
-                if len(self._buffer) > RECEIVE_BUFFER:
+                if len(self._buffer) > KEEP_BUFFER_UP_TO:
                     self._new_buffer(RECEIVE_BUFFER)
             elif len(self._buffer) - start < size:
                 self._move_unread(size)
@@ -152,15 +152,19 @@ class Channel:
         self._view = memoryview(self._buffer)
 
     def _move_unread(self, need) -> None:
-        """The unread bytes to the front of a new buffer with room for `need` bytes."""
+        """The unread bytes to the front of a new buffer with room for `need`
+        bytes (a power of two: requests of one size then settle in one buffer)."""
         unread = self._view[self._start:self._end]
-        self._new_buffer(max(RECEIVE_BUFFER, need))
+        self._new_buffer(max(RECEIVE_BUFFER, 1 << (need - 1).bit_length()))
         self._view[:len(unread)] = unread
         self._start, self._end = 0, len(unread)
 
 
-# One read takes a request of up to this size (a 64 KB payload and its frame).
-RECEIVE_BUFFER = 128 * 1024
+# The receive buffer starts small (an idle environment holds it) and grows to
+# fit the requests that come; it is kept up to the pipe's size, so a function
+# taking 64 KB payloads reads each in one call into the same 128 KiB.
+RECEIVE_BUFFER = 16 * 1024
+KEEP_BUFFER_UP_TO = 1024 * 1024
 
 
 # -- errors ---------------------------------------------------------------------
