@@ -380,6 +380,23 @@ parse_constant(Parser *p, const char *word, Py_ssize_t n, double value)   /* NaN
     return PyFloat_FromDouble(value);
 }
 
+/* After an array item or an object member: 1 at the closing bracket (taken),
+   0 after a ',' (taken, and the whitespace after it), -1 at anything else. */
+static int
+end_or_next(Parser *p, unsigned char close)
+{
+    skip_whitespace(p);
+    if (next_is(p, close)) {
+        p->pos++;
+        return 1;
+    }
+    if (!next_is(p, ','))
+        return -1;
+    p->pos++;
+    skip_whitespace(p);
+    return 0;
+}
+
 static PyObject *
 parse_array(Parser *p)   /* p->pos is just after '[' */
 {
@@ -398,15 +415,11 @@ parse_array(Parser *p)   /* p->pos is just after '[' */
             break;
         }
         Py_DECREF(item);
-        skip_whitespace(p);
-        if (next_is(p, ']')) {
-            p->pos++;
+        int end = end_or_next(p, ']');
+        if (end > 0)
             return list;
-        }
-        if (!next_is(p, ','))
+        if (end < 0)
             break;
-        p->pos++;
-        skip_whitespace(p);
     }
     Py_DECREF(list);
     return NULL;
@@ -444,15 +457,11 @@ parse_object(Parser *p)   /* p->pos is just after '{' */
         Py_XDECREF(value);
         if (failed)
             break;
-        skip_whitespace(p);
-        if (next_is(p, '}')) {
-            p->pos++;
+        int end = end_or_next(p, '}');
+        if (end > 0)
             return dict;
-        }
-        if (!next_is(p, ','))
+        if (end < 0)
             break;
-        p->pos++;
-        skip_whitespace(p);
     }
     Py_DECREF(dict);
     return NULL;
