@@ -37,7 +37,7 @@ RESPONSE_KINDS = frozenset((READY, INIT_ERROR, RESULT, ERROR, BAD_REQUEST))
 INVOKE_META = struct.Struct("<36sQHHI")
 REQUEST_ID_SIZE = 36
 
-READ_CHUNK = 64 * 1024                   # default read size on both ends (see _read_size)
+READ_CHUNK = 64 * 1024                   # the supervisor's read size (a larger answer is read into a buffer of its size)
 MAX_PAYLOAD = 6 * 1024 * 1024            # Lambda's synchronous request cap (6,291,456 bytes)
 # ...and its response cap, which is 100 bytes larger: the limit Lambda's
 # Runtime API applies to a response or error body (the RIE's MaxPayloadSize).
