@@ -380,6 +380,17 @@ parse_constant(Parser *p, const char *word, Py_ssize_t n, double value)   /* NaN
     return PyFloat_FromDouble(value);
 }
 
+/* An empty array or object: the closing bracket right after the opening one. */
+static int
+closes_at_once(Parser *p, unsigned char close)
+{
+    skip_whitespace(p);
+    if (!next_is(p, close))
+        return 0;
+    p->pos++;
+    return 1;
+}
+
 /* After an array item or an object member: 1 at the closing bracket (taken),
    0 after a ',' (taken, and the whitespace after it), -1 at anything else. */
 static int
@@ -403,11 +414,8 @@ parse_array(Parser *p)   /* p->pos is just after '[' */
     PyObject *list = PyList_New(0);
     if (list == NULL)
         return NULL;
-    skip_whitespace(p);
-    if (next_is(p, ']')) {
-        p->pos++;
+    if (closes_at_once(p, ']'))
         return list;
-    }
     for (;;) {
         PyObject *item = parse_value(p);
         if (item == NULL || PyList_Append(list, item) < 0) {
@@ -431,11 +439,8 @@ parse_object(Parser *p)   /* p->pos is just after '{' */
     PyObject *dict = PyDict_New();
     if (dict == NULL)
         return NULL;
-    skip_whitespace(p);
-    if (next_is(p, '}')) {
-        p->pos++;
+    if (closes_at_once(p, '}'))
         return dict;
-    }
     for (;;) {
         if (!next_is(p, '"'))
             break;
