@@ -52,6 +52,9 @@ class LambdaServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver listens with a backlog of 5: a burst of callers overflowed it,
+    # and every connection the kernel dropped waited a second for its SYN again.
+    request_queue_size = 128
 
     def __init__(self, runtime, keys: dict, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
                  destinations_dir: str | None = None, max_connections: int = DEFAULT_MAX_CONNECTIONS):

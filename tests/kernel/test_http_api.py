@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import socket
 import threading
 import time
@@ -409,3 +410,28 @@ def test_docs_example_runs(no_leaks):
     assert blocks
     for index, code in enumerate(blocks):
         exec(compile(code, f"docs/http-api.md[block {index}]", "exec"), {"__name__": "__docs__"})
+
+
+def test_a_burst_of_connections_completes_before_the_server_accepts(runtime):
+    """The listen backlog holds a burst: 64 callers connecting at once all
+    finish the TCP handshake while no connection has been accepted yet.  With
+    socketserver's default backlog of 5 the kernel dropped the rest of the
+    SYNs, and each of those callers waited a second to send it again."""
+    served = LambdaServer(runtime, {ADMIN: Key(ADMIN_SECRET, ADMIN_PRINCIPAL)}, port=0)   # listening, not serving
+    sockets = []
+    try:
+        for _ in range(64):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(served.server_address)
+            sockets.append(s)
+        deadline = time.monotonic() + 0.5   # well under the 1 s SYN retransmission
+        pending = set(sockets)
+        while pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(pending), [], 0.05)
+            pending -= set(writable)
+        assert not pending, f"{len(pending)} of 64 connections still in their handshake"
+    finally:
+        for s in sockets:
+            s.close()
+        served.server_close()
