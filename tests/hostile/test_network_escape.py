@@ -14,23 +14,14 @@ import pytest
 import sandbox
 from probes import netlab
 from probes.harness import PROBES, last_json
-from sandbox.supervisor import Supervisor
 
 pytestmark = [pytest.mark.hostile, pytest.mark.kernel]
 
 
 @pytest.fixture(scope="module")
 def lab():
-    forward_before, before = netlab.ip_forward(), netlab.leftovers()
-    remote = netlab.RemoteLab()
-    sup = Supervisor(pool_size=0)
-    try:
-        yield remote, sup
-    finally:
-        sup.close()
-        remote.close()
-    assert netlab.leftovers() == before
-    assert netlab.ip_forward() == forward_before
+    with netlab.lab(pool_size=0) as made:
+        yield made
 
 
 def test_supervisor_sigkill_leaves_nothing():

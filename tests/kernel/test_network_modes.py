@@ -20,17 +20,8 @@ REMOTE = netlab.REMOTE_IP
 
 @pytest.fixture(scope="module")
 def lab():
-    forward_before = netlab.ip_forward()
-    before = netlab.leftovers()
-    remote = netlab.RemoteLab()
-    sup = Supervisor(pool_size=1)
-    try:
-        yield remote, sup
-    finally:
-        sup.close()
-        remote.close()
-    assert netlab.leftovers() == before  # no link, table, address lock left
-    assert netlab.ip_forward() == forward_before
+    with netlab.lab(pool_size=1) as made:
+        yield made
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ Services (TCP unless said):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -24,6 +25,7 @@ import threading
 from pyroute2 import IPRoute
 
 from sandbox.net import nsfd
+from sandbox.supervisor import Supervisor
 
 HOST_IP, REMOTE_IP, PREFIX = "198.18.0.1", "198.18.0.2", 30
 
@@ -124,15 +126,7 @@ class RemoteLab:
         """TCP connect from inside the remote namespace: 'OK' or the errno name."""
         with nsfd.inside(self.fd):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        with s:
-            s.settimeout(timeout)
-            try:
-                s.connect((ip, port))
-                return "OK"
-            except socket.timeout:
-                return "timeout"
-            except OSError as exc:
-                return errno_name(exc.errno)
+        return _connect(s, ip, port, timeout)
 
     def close(self):
         self._stop = True
@@ -157,7 +151,11 @@ def errno_name(err: int) -> str:
 
 
 def connect_from_host(ip: str, port: int, timeout: float = 1.0) -> str:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    return _connect(socket.socket(socket.AF_INET, socket.SOCK_STREAM), ip, port, timeout)
+
+
+def _connect(s: socket.socket, ip: str, port: int, timeout: float) -> str:
+    """TCP connect with socket `s` (closed after): 'OK', 'timeout' or the errno name."""
     with s:
         s.settimeout(timeout)
         try:
@@ -184,6 +182,22 @@ def leftovers(table_prefix: str = "sandbox_") -> dict:
     except FileNotFoundError:
         files = []
     return {"links": links, "tables": tables, "lock_files": files}
+
+
+@contextlib.contextmanager
+def lab(pool_size: int):
+    """(RemoteLab, Supervisor) for a test module; afterwards checks that no
+    link, nftables table or address lock is left and ip_forward is as before."""
+    forward_before, before = ip_forward(), leftovers()
+    remote = RemoteLab()
+    sup = Supervisor(pool_size=pool_size)
+    try:
+        yield remote, sup
+    finally:
+        sup.close()
+        remote.close()
+    assert leftovers() == before
+    assert ip_forward() == forward_before
 
 
 def ip_forward() -> str:
