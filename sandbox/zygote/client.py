@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import select
 import socket
@@ -22,8 +23,10 @@ from dataclasses import dataclass
 
 from .._core import ffi, lib
 from ..config import MiB
-from ..errors import SpawnError
+from ..errors import CgroupSetupError, SpawnError
 from . import protocol
+
+log = logging.getLogger("sandbox.zygote")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "server.py")
@@ -82,12 +85,15 @@ class Zygote:
     def _start(self) -> None:
         from ..cgroups import CgroupLimits
 
-        cgroup = None
         try:
             cgroup = self._supervisor.cgroups.create(
                 CgroupLimits(memory_bytes=ZYGOTE_MEMORY_BYTES, cpus=1.0, pids_max=ZYGOTE_PIDS))
-        except Exception:
-            cgroup = None   # no cgroups on this host: the zygote then lives in ours
+        except CgroupSetupError as exc:
+            # The zygote runs no function code, so its cgroup is accounting, not
+            # isolation (every environment it forks gets its own, or fails):
+            # without one it lives in the supervisor's, and says so.
+            log.warning("zygote without a cgroup of its own (charged to the supervisor's): %s", exc)
+            cgroup = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             if cgroup is None:
