@@ -1,6 +1,7 @@
-"""Build and install the sandbox package.  Five C build products: the core, a
-cffi module (csrc/build_core.py); the function runtime's JSON and heap modules,
-plain CPython extensions (csrc/fastjson*.c, csrc/runtime_heap.c); and two
+"""Build and install the sandbox package.  Six C build products: the core, a
+cffi module (csrc/build_core.py); the function runtime's JSON and heap modules
+and the supervisor's warm invoke path, plain CPython extensions
+(csrc/fastjson*.c, csrc/runtime_heap.c, csrc/warm_exchange.c); and two
 executables installed in the package (csrc/build_init.py), built by the same
 build_ext: the init program (sandbox/_sandbox_init) and the shell program
 (sandbox/_sandbox_shell)."""
@@ -23,6 +24,13 @@ FASTJSON = Extension("sandbox.functions.runtime._fastjson",
 # Also there: the runtime's heap policy (mallopt), _heap.
 RUNTIME_HEAP = Extension("sandbox.functions.runtime._heap", [os.path.join("csrc", "runtime_heap.c")],
                          extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"])
+
+# The supervisor's warm invoke path (sandbox/functions/environment.py): it
+# shares csrc/channel.c's wait loop with the cffi core.
+WARM_EXCHANGE = Extension("sandbox.functions._warm",
+                          [os.path.join("csrc", "warm_exchange.c"), os.path.join("csrc", "channel.c")],
+                          depends=[os.path.join("csrc", "channel.h")],
+                          extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"])
 
 
 class build_ext_with_init(build_ext):
@@ -72,7 +80,7 @@ setup(
     packages=find_packages(include=["sandbox", "sandbox.*"]),
     setup_requires=["cffi>=1.15"],
     cffi_modules=["csrc/build_core.py:ffibuilder"],
-    ext_modules=[FASTJSON, RUNTIME_HEAP],
+    ext_modules=[FASTJSON, RUNTIME_HEAP, WARM_EXCHANGE],
     cmdclass={"build_ext": build_ext_with_init},
     install_requires=[
         "cffi>=1.15",

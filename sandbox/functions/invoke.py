@@ -11,6 +11,7 @@ from . import logs
 from .errors import InvalidParameterValueException, InvalidRequestContentException, RequestTooLargeException, \
     ServiceException, TooManyRequestsException
 from .models import log_time
+from .environment import NotIdle, _warm
 from .runtime import fastjson
 from .runtime.wire import MAX_PAYLOAD, MAX_RESPONSE
 from .spec import PYTHON_VERSION, log_stream_name
@@ -48,54 +49,53 @@ class Invoker:
         self.metrics = metrics
 
     def invoke(self, name, payload, qualifier, log_type, client_context, trace_id, request_id=None) -> InvokeResult:
-        if log_type not in (None, "None", "Tail"):
-            raise InvalidParameterValueException(f"LogType must be None or Tail, got {log_type!r}")
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise InvalidRequestContentException("Payload must be bytes")
-        if payload.__class__ is not bytes:
-            payload = bytes(payload)
-        if not payload:
-            payload = b"{}"  # Lambda hands an empty request to the handler as {}
-        if len(payload) > MAX_PAYLOAD:
-            raise RequestTooLargeException(f"Request must be smaller than {MAX_PAYLOAD} bytes for the "
-                                           "InvokeFunction operation")
-        context = _client_context(client_context) if client_context is not None else b""
-        if trace_id is not None and (not isinstance(trace_id, str) or len(trace_id) > MAX_TRACE_ID
-                                     or not trace_id.isascii() or not trace_id.isprintable()):
-            raise InvalidParameterValueException(f"trace_id must be printable ASCII of at most {MAX_TRACE_ID} "
-                                                 "characters")
+        if payload.__class__ is bytes and 0 < len(payload) <= MAX_PAYLOAD and log_type is None \
+                and client_context is None and trace_id is None:
+            context = trace = b""   # the usual request: nothing more to check
+        else:
+            payload, context, trace = _checked(payload, log_type, client_context, trace_id)
         fc, pool, arn = self._runtime._route(name, qualifier)
         metrics = self.metrics
         function, version = fc.function_name, fc.version
         request_id = request_id or new_request_id()
-        env = pool.acquire()
-        init = None
-        if env is None:
+        while True:
+            env = pool.acquire()
+            init = None
+            if env is None:
+                try:
+                    env, init = pool.start()
+                except TooManyRequestsException:
+                    metrics.throttle(function, version)   # a throttle is not an Invocation
+                    raise
+                if init.kind != "ready":
+                    metrics.invocation(function, version, duration_ms=0.0, error=True)
+                    return self._init_failed(fc, env, init, request_id, log_type)
+            provisioned = env.provisioned
+            metrics.concurrency(function, version, 1, provisioned=provisioned)
             try:
-                env, init = pool.start()
-            except TooManyRequestsException:
-                metrics.throttle(function, version)   # a throttle is not an Invocation
+                outcome = env.invoke(request_id, payload, int(time.time() * 1000) + fc.timeout_s * 1000, arn,
+                                     trace, context)
+                break
+            except NotIdle:   # not sent: this environment is done for, another one runs it
+                metrics.concurrency(function, version, -1, provisioned=provisioned)
+                pool.discard(env)
+            except BaseException:
+                metrics.concurrency(function, version, -1, provisioned=provisioned)
+                pool.release(env)
                 raise
-            if init.kind != "ready":
-                metrics.invocation(function, version, duration_ms=0.0, error=True)
-                return self._init_failed(fc, env, init, request_id, log_type)
-        deadline_ms = int(time.time() * 1000) + fc.timeout_s * 1000
-        provisioned = env.provisioned
-        metrics.concurrency(function, version, 1, provisioned=provisioned)
-        try:
-            outcome = env.invoke(request_id, payload, deadline_ms, arn, trace_id.encode() if trace_id else b"",
-                                 context)
-        finally:
-            metrics.concurrency(function, version, -1, provisioned=provisioned)
-            pool.release(env)
+        pool.release(env)
+        kind = outcome.kind
         metrics.invocation(function, version, duration_ms=outcome.duration_ms,
-                           error=outcome.kind not in ("result", "bad_request"), provisioned=provisioned,
-                           spillover=not provisioned and pool.provisioned_target > 0)
-        if outcome.kind == "bad_request":
+                           error=kind not in ("result", "bad_request"), provisioned=provisioned,
+                           spillover=not provisioned and pool.provisioned_target > 0, ended=True)
+        if kind == "result":
+            body, function_error, status, error_type = outcome.body, None, None, None
+        elif kind == "bad_request":
             raise InvalidRequestContentException(outcome.body.decode("utf-8", "replace"))
-        if self._runtime._manager.closed and outcome.kind not in ("result", "error"):
-            raise ServiceException("The runtime closed during the invocation")
-        body, function_error, status, error_type = _response(outcome, request_id, fc.timeout_s)
+        else:
+            if self._runtime._manager.closed and kind != "error":
+                raise ServiceException("The runtime closed during the invocation")
+            body, function_error, status, error_type = _response(outcome, request_id, fc.timeout_s)
         log_text = None
         want_logs = logs.sink_enabled(self.sink)
         if want_logs or log_type == "Tail":
@@ -103,7 +103,7 @@ class Invoker:
             if want_logs:
                 self._emit(fc, env, request_id, log_text)
         return InvokeResult(200, body, function_error, logs.tail(log_text) if log_type == "Tail" else None,
-                            fc.version, request_id, outcome.duration_ms,
+                            version, request_id, outcome.duration_ms,
                             env.init_duration_ms if init is not None else None, env.id)
 
     # -- init failures ------------------------------------------------------------
@@ -166,6 +166,27 @@ class Invoker:
             logging.getLogger("sandbox.functions").exception("log sink failed")
 
 
+def _checked(payload, log_type, client_context, trace_id) -> tuple[bytes, bytes, bytes]:
+    """(payload, client context, trace id) of a request, checked; a bad one raises."""
+    if log_type not in (None, "None", "Tail"):
+        raise InvalidParameterValueException(f"LogType must be None or Tail, got {log_type!r}")
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise InvalidRequestContentException("Payload must be bytes")
+    if payload.__class__ is not bytes:
+        payload = bytes(payload)
+    if not payload:
+        payload = b"{}"  # Lambda hands an empty request to the handler as {}
+    if len(payload) > MAX_PAYLOAD:
+        raise RequestTooLargeException(f"Request must be smaller than {MAX_PAYLOAD} bytes for the "
+                                       "InvokeFunction operation")
+    context = _client_context(client_context) if client_context is not None else b""
+    if trace_id is not None and (not isinstance(trace_id, str) or len(trace_id) > MAX_TRACE_ID
+                                 or not trace_id.isascii() or not trace_id.isprintable()):
+        raise InvalidParameterValueException(f"trace_id must be printable ASCII of at most {MAX_TRACE_ID} "
+                                             "characters")
+    return payload, context, trace_id.encode() if trace_id else b""
+
+
 def _response(outcome, request_id, timeout_s) -> tuple[bytes, str | None, str | None, str | None]:
     """(payload, function error, REPORT status, error type) for an outcome."""
     if outcome.kind == "result":
@@ -218,12 +239,16 @@ def _client_context(value) -> bytes:
     return bytes(value)
 
 
-def new_request_id() -> str:
+def _new_request_id() -> str:
     """A random (version 4) UUID without a getrandom() call per invocation:
-    request ids must be unique, not secret."""
+    request ids must be unique, not secret.  (Where _warm is not built.)"""
     h = "%032x" % _random_bits(128)
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 _random_bits = random.Random(os.urandom(32)).getrandbits
+if _warm is not None:
+    new_request_id = _warm.request_id   # the same, in C, from a pool of getrandom() bytes
+else:
+    new_request_id = _new_request_id
 

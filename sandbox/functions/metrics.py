@@ -91,9 +91,9 @@ class Metrics:
     """Thread-safe counters, gauges and histograms for a Runtime's functions."""
 
     def __init__(self, *, duration_buckets_ms=DURATION_BUCKETS_MS, age_buckets_ms=AGE_BUCKETS_MS):
-        # One lock for all state.  The hot writers call nothing while holding it (the bucket is found
-        # before, series are looked up by subscript), so under the GIL a thread is not switched out
-        # inside it and other threads seldom find it taken.
+        # One lock for all state, held briefly: the hot writers find the bucket before they take it
+        # and do nothing inside but a dictionary lookup and arithmetic, so other threads seldom find it
+        # taken.
         self._lock = threading.Lock()
         self._duration = _Layout(duration_buckets_ms)
         self._age = _Layout(age_buckets_ms)
@@ -106,12 +106,17 @@ class Metrics:
     # --- writes (the invoke path) -----------------------------------------------------------------------
 
     def invocation(self, function: str, version: str, *, duration_ms: float, error: bool,
-                   provisioned: bool = False, spillover: bool = False) -> None:
+                   provisioned: bool = False, spillover: bool = False, ended: bool = False) -> None:
         """One finished invocation (not a throttled request): Invocations, Errors, Duration and the
-        provisioned-concurrency counts.  `error` is a function error, timeout included."""
+        provisioned-concurrency counts.  `error` is a function error, timeout included.  `ended`:
+        also concurrency(-1) for it, in the same take of the lock (the warm path's two writes in one)."""
         bucket = bisect_left(self._duration.fine, duration_ms)      # outside the lock: see __init__
         with self._lock:
-            v = self._versions.get((function, version)) or self._add(function, version)
+            v = self._versions.get((function, version))
+            if v is None:   # new, or remove()d while this invocation ran: nothing to count down
+                v = self._add(function, version)
+            elif ended:
+                self._move_concurrency(v, -1, provisioned)
             v.invocations += 1
             if error:
                 v.errors += 1
@@ -142,30 +147,32 @@ class Metrics:
         environment, same value both times).  Keeps the current values and their maxima since the
         last snapshot(reset_max=True), per version, function and runtime."""
         with self._lock:
-            try:
-                v = self._versions[function, version]
-            except KeyError:
+            v = self._versions.get((function, version))
+            if v is None:
                 if delta < 0:       # the series was remove()d while this invocation ran
                     return
                 v = self._add(function, version)
-            n = v.concurrent = v.concurrent + delta
-            if n > v.max_concurrent:
-                v.max_concurrent = n
-            if provisioned:
-                n = v.pc_concurrent = v.pc_concurrent + delta
-                if n > v.pc_max_concurrent:
-                    v.pc_max_concurrent = n
-            f = v.function
-            n = f.concurrent = f.concurrent + delta
-            if n > f.max_concurrent:
-                f.max_concurrent = n
-            n = self._concurrent = self._concurrent + delta
-            if n > self._max_concurrent:
-                self._max_concurrent = n
-            if f.reserved is None:
-                n = self._unreserved = self._unreserved + delta
-                if n > self._max_unreserved:
-                    self._max_unreserved = n
+            self._move_concurrency(v, delta, provisioned)
+
+    def _move_concurrency(self, v, delta, provisioned) -> None:
+        n = v.concurrent = v.concurrent + delta
+        if n > v.max_concurrent:
+            v.max_concurrent = n
+        if provisioned:
+            n = v.pc_concurrent = v.pc_concurrent + delta
+            if n > v.pc_max_concurrent:
+                v.pc_max_concurrent = n
+        f = v.function
+        n = f.concurrent = f.concurrent + delta
+        if n > f.max_concurrent:
+            f.max_concurrent = n
+        n = self._concurrent = self._concurrent + delta
+        if n > self._max_concurrent:
+            self._max_concurrent = n
+        if f.reserved is None:
+            n = self._unreserved = self._unreserved + delta
+            if n > self._max_unreserved:
+                self._max_unreserved = n
 
     def async_received(self, function: str) -> None:
         """An event accepted into the queue (AsyncEventsReceived)."""

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from .environment import Environment
+from .environment import READY, Environment
 from .errors import TooManyRequestsException
 from .runtime_interface.environment import RuntimeInterfaceEnvironment
 
@@ -36,19 +36,20 @@ class EnvironmentPool:
 
     def acquire(self) -> Environment | None:
         """An idle environment, now busy; None when a new one must be started."""
-        expired = []
+        unfit = None
         env = None
         with self._lock:
             while self._idle:
                 candidate = self._idle.pop()
-                if self._manager.expired(candidate) or not candidate.usable():
-                    expired.append(candidate)
-                    continue
-                env = candidate
-                self._busy.add(env)
-                break
-        for old in expired:
-            self._manager.destroy(old)
+                if candidate.usable() and not self._manager.expired(candidate):
+                    env = candidate
+                    self._busy.add(env)
+                    break
+                unfit = unfit or []
+                unfit.append(candidate)
+        if unfit:
+            for old in unfit:
+                self._manager.destroy(old)
         return env
 
     def start(self, provisioned: bool = False) -> tuple[Environment, object]:
@@ -73,24 +74,26 @@ class EnvironmentPool:
         try:
             outcome = env.start()
         except BaseException:
-            self._forget(env)
+            self.discard(env)
             raise
         if outcome.kind != "ready":
-            self._forget(env)
+            self.discard(env)
         return env, outcome
 
     def release(self, env: Environment) -> None:
-        over = self._manager.over_reserved(env.function)   # the manager's lock before, never inside, ours
+        manager = self._manager
+        over = manager.over_reserved(env.function)   # the manager's lock before, never inside, ours
         with self._lock:
             self._busy.discard(env)
-            keep = env.alive and not env.tainted and not self.draining and not self._manager.expired(env) \
+            keep = env.state == READY and not env.tainted and not self.draining and not manager.expired(env) \
                 and not over
             if keep:
                 self._idle.append(env)
         if not keep:
-            self._manager.destroy(env)
+            manager.destroy(env)
 
-    def _forget(self, env: Environment) -> None:
+    def discard(self, env: Environment) -> None:
+        """End a busy environment that must not serve again."""
         with self._lock:
             self._busy.discard(env)
         self._manager.destroy(env)

@@ -162,6 +162,18 @@ def test_forged_response_frame_never_answers_the_next_request(rt, victim, delay,
     assert results == ["pong", "pong"]
 
 
+def test_forged_answer_while_idle_is_never_taken(rt, victim):
+    """A thread writes an answer frame while the environment is idle: the
+    environment is not quiet any more, so the next request goes to another
+    one, never to it (where the forgery would be read first)."""
+    fn = victim()
+    armed, _ = attack(rt, fn, "forge_later")
+    assert armed.json() == "armed"
+    time.sleep(0.3)
+    assert_next_invocation_works(rt, fn, armed, same_environment=False)
+    assert_next_invocation_works(rt, fn)
+
+
 def test_reading_the_request_channel_in_the_handler(rt, victim):
     # Nothing is left to read (the runtime took this request): the handler
     # blocks until its timeout, and the environment is replaced.

@@ -157,6 +157,22 @@ def steal_next(event):
     return "thief started"
 
 
+def forge_later(event):
+    """Returns, then a thread writes a well-formed answer frame carrying this
+    request's id on the response channel while the environment is idle."""
+    import struct
+
+    body = CONTEXT.aws_request_id.encode() + b'"forged"'
+    frame = struct.pack("<BBxxI", 0xA5, ord("R"), len(body)) + body
+
+    def write():
+        for fd in _pipes("w"):
+            if fd > 2:
+                os.write(fd, frame)
+    threading.Timer(0.05, write).start()
+    return "armed"
+
+
 def exit_in_thread_later(event):
     """Returns, then the process exits while idle between invocations."""
     threading.Timer(0.05, lambda: os._exit(7)).start()
