@@ -1,7 +1,8 @@
-"""Build and install the sandbox package.  Six C build products: the core, a
-cffi module (csrc/build_core.py); the function runtime's JSON and heap modules
-and the supervisor's warm invoke path, plain CPython extensions
-(csrc/fastjson*.c, csrc/runtime_heap.c, csrc/warm_exchange.c); and two
+"""Build and install the sandbox package.  Seven C build products: the core, a
+cffi module (csrc/build_core.py); the function runtime's JSON, serve-loop and
+heap modules and the supervisor's warm invoke path, plain CPython extensions
+(csrc/fastjson*.c, csrc/runtime_serve.c, csrc/runtime_heap.c,
+csrc/warm_exchange.c); and two
 executables installed in the package (csrc/build_init.py), built by the same
 build_ext: the init program (sandbox/_sandbox_init) and the shell program
 (sandbox/_sandbox_shell)."""
@@ -21,7 +22,12 @@ FASTJSON = Extension("sandbox.functions.runtime._fastjson",
                      [os.path.join("csrc", "fastjson.c"), os.path.join("csrc", "fastjson_decode.c")],
                      depends=[os.path.join("csrc", "fastjson.h")],
                      extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"])
-# Also there: the runtime's heap policy (mallopt), _heap.
+# Also there: the runtime's warm serve loop, _serve.  Optional: where it does
+# not build, lambda_runtime.py runs the same loop in Python (slower), and
+# tests/unit/test_runtime_serve.py fails, so our own builds never lack it.
+RUNTIME_SERVE = Extension("sandbox.functions.runtime._serve", [os.path.join("csrc", "runtime_serve.c")],
+                          extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"], optional=True)
+# And the runtime's heap policy (mallopt), _heap.
 RUNTIME_HEAP = Extension("sandbox.functions.runtime._heap", [os.path.join("csrc", "runtime_heap.c")],
                          extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"])
 
@@ -80,7 +86,7 @@ setup(
     packages=find_packages(include=["sandbox", "sandbox.*"]),
     setup_requires=["cffi>=1.15"],
     cffi_modules=["csrc/build_core.py:ffibuilder"],
-    ext_modules=[FASTJSON, RUNTIME_HEAP, WARM_EXCHANGE],
+    ext_modules=[FASTJSON, RUNTIME_SERVE, RUNTIME_HEAP, WARM_EXCHANGE],
     cmdclass={"build_ext": build_ext_with_init},
     install_requires=[
         "cffi>=1.15",

@@ -20,6 +20,11 @@ import time
 import fastjson
 import wire
 
+try:   # the serve loop in C (csrc/runtime_serve.c), built next to this file
+    import _serve
+except ImportError:   # not built: main() runs the same loop in Python
+    _serve = None
+
 REQUEST_FD, RESPONSE_FD = 3, 4
 TASK_ROOT = "/var/task"
 
@@ -289,16 +294,14 @@ def _unserializable(value):
 
 
 def invoke(handler, body):
-    """Run one invocation; returns (response kind, response body)."""
+    """Run one invocation; returns (response kind, response body).  The C loop
+    (_serve) runs the common case itself, with the helpers below, and hands
+    every other request to this function whole."""
     global _current_request_id
     request_id, deadline_ms, arn, trace, client_context, payload = wire.parse_invoke(body)
     _current_request_id = request_id
     if trace != _trace[0]:  # os.environ writes cost a few us: only on change
-        _trace[0] = trace
-        if trace:
-            os.environ["_X_AMZN_TRACE_ID"] = trace
-        else:
-            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        _trace_changed(trace)
     try:
         event = fastjson.loads_utf8(payload)
         context_data = ClientContext(fastjson.loads_utf8(client_context)) if client_context else None
@@ -312,21 +315,50 @@ def invoke(handler, body):
     try:
         result = handler(event, context)
     except Exception as exc:
-        stack = _stack(exc.__traceback__)
-        error_type = type(exc).__name__
-        _log_error(error_type, str(exc), stack)
-        return wire.ERROR, _error_body(error_type, str(exc), stack, request_id)
+        return _handler_failed(exc, request_id)
     try:
         data = fastjson.dumps(result, _unserializable).encode()
     except (TypeError, ValueError, RecursionError) as exc:
-        message = f"Unable to marshal response: {exc}"
-        _log_error("Runtime.MarshalError", message, [])
-        return wire.ERROR, _error_body("Runtime.MarshalError", message, [], request_id)
+        return _marshal_failed(exc, request_id)
     if len(data) > wire.MAX_RESPONSE:
-        message = (f"Response payload size ({len(data)} bytes) exceeded maximum allowed payload size "
-                   f"({wire.MAX_RESPONSE} bytes).")
-        return wire.ERROR, _error_body("Function.ResponseSizeTooLarge", message, [], request_id)
+        return _response_too_large(len(data), request_id)
     return wire.RESULT, data
+
+
+# What invoke() and the C loop share: each answers one way an invocation ends.
+def _trace_changed(trace) -> None:
+    _trace[0] = trace
+    if trace:
+        os.environ["_X_AMZN_TRACE_ID"] = trace
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+
+
+def _handler_failed(exc, request_id):
+    stack = _stack(exc.__traceback__)
+    error_type = type(exc).__name__
+    _log_error(error_type, str(exc), stack)
+    return wire.ERROR, _error_body(error_type, str(exc), stack, request_id)
+
+
+def _marshal_failed(exc, request_id):
+    message = f"Unable to marshal response: {exc}"
+    _log_error("Runtime.MarshalError", message, [])
+    return wire.ERROR, _error_body("Runtime.MarshalError", message, [], request_id)
+
+
+def _response_too_large(size, request_id):
+    message = (f"Response payload size ({size} bytes) exceeded maximum allowed payload size "
+               f"({wire.MAX_RESPONSE} bytes).")
+    return wire.ERROR, _error_body("Function.ResponseSizeTooLarge", message, [], request_id)
+
+
+def _new_result_encoder():
+    """For the C loop: the encoder fastjson.dumps(result, _unserializable) makes
+    (a test holds the two to the same bytes).  Like dumps, the loop drops one
+    that raised, as it may hold stale cycle markers."""
+    return fastjson._json.make_encoder({}, _unserializable, fastjson._encode_string, None, ": ", ", ",
+                                       False, False, True)
 
 
 # The heap between invocations (_heap, csrc/runtime_heap.c): up to 16 MiB of
@@ -382,6 +414,15 @@ def main(argv) -> None:
         os._exit(1)
     _keep_freed_heap()
     channel.send(wire.READY)
+    if _serve is not None:
+        # This loop in C, with a fraction of its cost per invocation; it finds
+        # its helpers in this module's globals and sets _current_request_id there.
+        _serve.serve(channel.request_fd, channel.response_fd, handler, globals())
+        return
+    # The fallback where _serve is not built, and the reference it is tested
+    # against (tests/unit/test_runtime_serve.py).  Inline, not a function of its
+    # own: the C loop calls the handler as deep in the stack as this loop does
+    # (Depth in csrc/runtime_serve.c), where a deep recursion fails.
     while True:
         request = channel.receive()
         if request is None:
@@ -394,4 +435,3 @@ def main(argv) -> None:
         # log pipe before the response is (the supervisor reads it after).
         _flush_output()
         channel.send(response_kind, response, bytes(body[:wire.REQUEST_ID_SIZE]))
-
