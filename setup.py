@@ -25,8 +25,9 @@ FASTJSON = Extension("sandbox.functions.runtime._fastjson",
 # Also there: the runtime's warm serve loop, _serve.  Optional: where it does
 # not build, lambda_runtime.py runs the same loop in Python (slower), and
 # tests/unit/test_runtime_serve.py fails, so our own builds never lack it.
-RUNTIME_SERVE = Extension("sandbox.functions.runtime._serve", [os.path.join("csrc", "runtime_serve.c")],
-                          extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"], optional=True)
+RUNTIME_SERVE = Extension("sandbox.functions.runtime._serve",
+                          [os.path.join("csrc", "runtime_serve.c"), os.path.join("csrc", "runtime_serve_channel.c")],
+                          depends=[os.path.join("csrc", "runtime_serve.h")], extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"], optional=True)
 # And the runtime's heap policy (mallopt), _heap.
 RUNTIME_HEAP = Extension("sandbox.functions.runtime._heap", [os.path.join("csrc", "runtime_heap.c")],
                          extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"])

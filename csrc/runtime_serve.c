@@ -14,46 +14,13 @@
 
    Syscalls run without the GIL: handlers start threads that must keep running
    while the loop waits for the next request. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <errno.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/uio.h>
-#include <unistd.h>
+#include "runtime_serve.h"
 
-/* wire.HEADER and wire.INVOKE_META; checked against wire when the loop starts. */
-#define HEADER_SIZE 8
-#define INVOKE_META_SIZE 52
-#define REQUEST_ID_SIZE 36
+#include <string.h>
+
 /* Payloads up to this size go to the decoder as a bytes copy: cheaper than a
    memoryview slice (11 against 73 ns for 100 bytes), and still at 1 KiB. */
 #define COPIED_PAYLOAD 1024
-
-typedef struct {
-    PyObject *handler;
-    PyObject *globals;            /* lambda_runtime's: the helpers below, and _current_request_id */
-    PyObject *invoke, *context_type, *handler_failed, *marshal_failed, *response_too_large;
-    PyObject *trace_changed, *new_encoder, *trace_state, *loads_utf8;
-    PyObject *sys, *sys_dict;     /* stdout and stderr are looked up each time: a handler may replace them */
-    PyObject *current_request_id, *flush, *stdout_name, *stderr_name, *empty, *zero, *marshal_errors;
-    PyObject *encoder;            /* NULL until made, and again after it raised */
-    PyObject *arn_bytes, *arn;    /* the last ARN: every request of an environment has the same */
-    long magic, invoke_kind, result_kind;
-    Py_ssize_t max_frame, max_response, receive_buffer, keep_buffer_up_to;
-    /* The receive buffer, kept as lambda_runtime.Channel keeps it; unread: data[start:end]. */
-    PyObject *buffer, *view;      /* a bytearray, and a memoryview of all of it to slice for Python */
-    char *data;
-    Py_ssize_t size, start, end;
-} Loop;
-
-/* A response body: `owner` keeps `data` alive until it is sent. */
-typedef struct {
-    long kind;
-    PyObject *owner;
-    const char *data;
-    Py_ssize_t size;
-} Answer;
 
 /* What the loop needs of an INVOKE body it answers itself (wire.parse_invoke's fields). */
 typedef struct {
@@ -61,15 +28,6 @@ typedef struct {
     const char *arn, *trace;
     Py_ssize_t arn_size, trace_size, payload_at, payload_size;   /* payload_at: from the body's start */
 } Invoke;
-
-static uint64_t
-little_endian(const unsigned char *at, int bytes)
-{
-    uint64_t value = 0;
-    while (bytes-- > 0)
-        value = value << 8 | at[bytes];
-    return value;
-}
 
 /* -- start and end ------------------------------------------------------------------------- */
 static PyObject *
@@ -173,141 +131,6 @@ unload(Loop *loop)
     };
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         Py_CLEAR(*owned[i]);
-}
-
-/* -- the request pipe: Channel.receive ---------------------------------------------------- */
-/* Always a new buffer, never a resized one: a request a Python helper got may
-   still hold a view of the old.  The `keep` unread bytes move to its front. */
-static int
-replace_buffer(Loop *loop, Py_ssize_t size, Py_ssize_t keep)
-{
-    PyObject *buffer = PyByteArray_FromStringAndSize(NULL, size);
-    if (buffer == NULL)
-        return -1;
-    PyObject *view = PyMemoryView_FromObject(buffer);
-    if (view == NULL) {
-        Py_DECREF(buffer);
-        return -1;
-    }
-    if (keep > 0)
-        memcpy(PyByteArray_AS_STRING(buffer), loop->data + loop->start, keep);
-    Py_XSETREF(loop->view, view);
-    Py_XSETREF(loop->buffer, buffer);
-    loop->data = PyByteArray_AS_STRING(buffer);
-    loop->size = size, loop->start = 0, loop->end = keep;
-    return 0;
-}
-
-/* The unread bytes to a buffer with room for `need` (a power of two, so that
-   requests of one size settle in one buffer). */
-static int
-move_unread(Loop *loop, Py_ssize_t need)
-{
-    Py_ssize_t size = 1;
-    while (size < need)
-        size <<= 1;
-    return replace_buffer(loop, size < loop->receive_buffer ? loop->receive_buffer : size, loop->end - loop->start);
-}
-
-static Py_ssize_t
-read_some(int fd, char *into, size_t room)   /* bytes read, 0 at EOF, -1 with an exception */
-{
-    for (;;) {
-        ssize_t got;
-        int error;
-        Py_BEGIN_ALLOW_THREADS
-        got = read(fd, into, room);
-        error = errno;
-        Py_END_ALLOW_THREADS
-        if (got >= 0)
-            return got;
-        if (error != EINTR) {
-            errno = error;
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
-        }
-        if (PyErr_CheckSignals() < 0)   /* a signal handler raised: it goes up, as from os.readv (PEP 475) */
-            return -1;
-    }
-}
-
-/* The next frame: 1 with its kind and body (data[*at:*at + *length]), 0 when
-   the supervisor hung up, -1 with an exception.  Channel.receive step by step,
-   down to when the buffer is replaced. */
-static int
-receive(Loop *loop, int fd, long *kind, Py_ssize_t *at, Py_ssize_t *length)
-{
-    for (;;) {
-        Py_ssize_t start = loop->start, end = loop->end;
-        if (end - start >= HEADER_SIZE) {
-            const unsigned char *header = (const unsigned char *)loop->data + start;
-            Py_ssize_t body = (Py_ssize_t)little_endian(header + 4, 4);
-            if (header[0] != loop->magic || body > loop->max_frame) {
-                PyErr_SetString(PyExc_SystemExit, "bootstrap: corrupt request frame");
-                return -1;
-            }
-            if (start + HEADER_SIZE + body <= end) {
-                *kind = header[1], *at = start + HEADER_SIZE, *length = body;
-                loop->start = start + HEADER_SIZE + body;
-                return 1;
-            }
-            if (start + HEADER_SIZE + body > loop->size && move_unread(loop, HEADER_SIZE + body) < 0)
-                return -1;
-        } else if (start == end) {   /* all read: start over at the front, in a small buffer after a huge request */
-            loop->start = loop->end = 0;
-            if (loop->size > loop->keep_buffer_up_to && replace_buffer(loop, loop->receive_buffer, 0) < 0)
-                return -1;
-        } else if (loop->size - start < HEADER_SIZE && move_unread(loop, HEADER_SIZE) < 0) {
-            return -1;
-        }
-        Py_ssize_t got = read_some(fd, loop->data + loop->end, loop->size - loop->end);
-        if (got <= 0)
-            return (int)got;
-        loop->end += got;
-    }
-}
-
-/* -- the response pipe: Channel.send --------------------------------------------------------- */
-static int
-send_answer(Loop *loop, int fd, const Answer *answer, const char *request_id)
-{
-    if ((size_t)answer->size > UINT32_MAX - REQUEST_ID_SIZE) {
-        PyErr_SetString(PyExc_OverflowError, "serve: a response frame over 4 GiB");
-        return -1;
-    }
-    uint32_t length = (uint32_t)(REQUEST_ID_SIZE + answer->size);
-    unsigned char header[HEADER_SIZE] = {(unsigned char)loop->magic, (unsigned char)answer->kind, 0, 0,
-                                         length & 0xff, length >> 8 & 0xff, length >> 16 & 0xff, length >> 24};
-    struct iovec parts[3] = {{header, HEADER_SIZE}, {(void *)request_id, REQUEST_ID_SIZE},
-                             {(void *)answer->data, (size_t)answer->size}};
-    struct iovec *next = parts;
-    int left = 3;
-    while (left > 0) {
-        ssize_t sent;
-        int error;
-        Py_BEGIN_ALLOW_THREADS
-        sent = writev(fd, next, left);
-        error = errno;
-        Py_END_ALLOW_THREADS
-        if (sent < 0) {
-            if (error != EINTR) {
-                errno = error;
-                PyErr_SetFromErrno(PyExc_OSError);
-                return -1;
-            }
-            if (PyErr_CheckSignals() < 0)
-                return -1;
-            continue;
-        }
-        /* A short write (a large answer, a full pipe): the rest from where it stopped. */
-        for (; left > 0 && (size_t)sent >= next->iov_len; next++, left--)
-            sent -= (ssize_t)next->iov_len;
-        if (left > 0) {
-            next->iov_base = (char *)next->iov_base + sent;
-            next->iov_len -= (size_t)sent;
-        }
-    }
-    return 0;
 }
 
 /* sys.<name>: from sys's dict, which getattr would reach only after a lookup
@@ -610,10 +433,10 @@ serve(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     Loop loop = {0};
     int got = -1;
-    if (load(&loop, handler, globals) == 0 && replace_buffer(&loop, loop.receive_buffer, 0) == 0) {
+    if (load(&loop, handler, globals) == 0 && sbx_serve_replace_buffer(&loop, loop.receive_buffer, 0) == 0) {
         long kind;
         Py_ssize_t at, length;
-        while ((got = receive(&loop, request_fd, &kind, &at, &length)) > 0) {
+        while ((got = sbx_serve_receive(&loop, request_fd, &kind, &at, &length)) > 0) {
             if (kind != loop.invoke_kind) {
                 PyErr_Format(PyExc_SystemExit, "bootstrap: unexpected request kind %ld", kind);
                 got = -1;
@@ -623,7 +446,7 @@ serve(PyObject *Py_UNUSED(module), PyObject *args)
             /* Output the handler wrote belongs to this invocation: it must be in
                the log pipe before the response is (the supervisor reads it after). */
             if (answer(&loop, at, length, &reply) < 0 || flush_output(&loop) < 0
-                || send_answer(&loop, response_fd, &reply, loop.data + at) < 0)
+                || sbx_serve_send(&loop, response_fd, &reply, loop.data + at) < 0)
                 got = -1;
             Py_XDECREF(reply.owner);
             if (got < 0)
