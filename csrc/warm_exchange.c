@@ -78,10 +78,12 @@ static int channel_busy(int resp_fd, int pid_fd)
 }
 
 /* exchange(request_fd, response_fd, log_fd, pid_fd, request_id, deadline_ms,
- *          arn, trace, context, payload, timeout_ms, spin_us, read_buffer)
+ *          arn, trace, context, payload, timeout_ms, spin_us, read_buffer,
+ *          check_quiet)
  *
  * Returns
- *   None                            the channel was not idle; nothing was sent
+ *   None                            check_quiet was true and the channel was
+ *                                   not quiet; nothing was sent
  *   (kind, body)                    the answer: one whole frame, one read, no
  *                                   output pending, starting with request_id
  *                                   (body is what follows the id)
@@ -93,10 +95,13 @@ static int channel_busy(int resp_fd, int pid_fd)
 static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "exchange() takes 13 arguments");
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "exchange() takes 14 arguments");
         return NULL;
     }
+    int check_quiet = PyObject_IsTrue(args[13]);
+    if (check_quiet < 0)
+        return NULL;
     int fds[4];
     for (int i = 0; i < 4; i++) {
         fds[i] = as_int(args[i]);
@@ -168,7 +173,7 @@ static PyObject *exchange(PyObject *self, PyObject *const *args, Py_ssize_t narg
     /* The bytes objects stay alive (the caller holds them) and immutable
      * while the GIL is released. */
     Py_BEGIN_ALLOW_THREADS
-    busy = channel_busy(resp_fd, pid_fd);
+    busy = check_quiet && channel_busy(resp_fd, pid_fd);
     sent = 0;
     if (!busy) {
         do {

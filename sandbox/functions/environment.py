@@ -86,6 +86,7 @@ class Environment:
         self._quick = True          # the last answer came within SPIN_US
         self._tainted = False
         self._polls_on_send = _warm is not None and type(self).invoke is Environment.invoke
+        self._timeout_ms = int(spec.timeout_s * 1000) + 1   # the warm path's wait (the deadline is checked again)
 
     # -- state ------------------------------------------------------------------
     def _move(self, new: str) -> None:
@@ -158,9 +159,12 @@ class Environment:
 
     # -- invoke -----------------------------------------------------------------
     def invoke(self, request_id: str, payload: bytes, deadline_ms: int, arn: bytes,
-               trace: bytes = b"", client_context: bytes = b"") -> Outcome:
-        """Run one invocation (the environment must be READY).  Raises
-        NotIdle, with nothing sent, when the channel was not quiet (see usable)."""
+               trace: bytes = b"", client_context: bytes = b"", was_idle: bool = True) -> Outcome:
+        """Run one invocation (the environment must be READY).  One that
+        `was_idle` (taken from its pool's idle ones) is first checked to be
+        quiet (see usable): NotIdle is raised, with nothing sent, when it is not.
+        A new one is not checked: whatever it does is its first invocation's
+        outcome, and a retry would start another that may do the same."""
         if len(payload) > _SURELY_FITS and \
                 wire.INVOKE_META.size + len(arn) + len(trace) + len(client_context) + len(payload) > wire.MAX_FRAME:
             raise ValueError("the invoke frame would be over the channel's limit")
@@ -178,8 +182,8 @@ class Environment:
             # the channel is in, and the general loop below takes it from there.
             answer = _warm.exchange(self._request_fd, self._response_fd, self._log_fd, self._box._pidfd, expected,
                                     deadline_ms, arn, trace, client_context, payload,
-                                    int(self.spec.timeout_s * 1000) + 1, SPIN_US if self._quick else 0,
-                                    self._read_view)
+                                    self._timeout_ms, SPIN_US if self._quick else 0,
+                                    self._read_view, was_idle)
             if answer is None:
                 with self._state_lock:
                     self.state = READY

@@ -74,7 +74,7 @@ class Invoker:
             metrics.concurrency(function, version, 1, provisioned=provisioned)
             try:
                 outcome = env.invoke(request_id, payload, int(time.time() * 1000) + fc.timeout_s * 1000, arn,
-                                     trace, context)
+                                     trace, context, init is None)
                 break
             except NotIdle:   # not sent: this environment is done for, another one runs it
                 metrics.concurrency(function, version, -1, provisioned=provisioned)

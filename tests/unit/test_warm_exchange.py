@@ -49,9 +49,9 @@ def channel():
             if state.reply:
                 os.write(response_w, state.reply)
 
-    def call(payload=b'{"a": 1}', trace=b"", context=b"", timeout_ms=500):
+    def call(payload=b'{"a": 1}', trace=b"", context=b"", timeout_ms=500, check_quiet=True):
         return _warm.exchange(request_w, response_r, log_r, pid_fd, REQUEST_ID, 1234567890123, ARN, trace,
-                              context, payload, timeout_ms, 0, state.buffer)
+                              context, payload, timeout_ms, 0, state.buffer, check_quiet)
 
     state.call = call
     thread = threading.Thread(target=runtime, daemon=True)
@@ -121,6 +121,14 @@ def test_a_channel_with_bytes_waiting_gets_nothing_sent(channel):
     assert channel.requests == []
 
 
+def test_without_the_check_it_is_sent_and_what_waits_is_handed_back(channel):
+    # A new environment's first invocation: what it does is that invocation's outcome.
+    os.write(channel.response_w, b"forged")
+    _, events, written, got = channel.call(check_quiet=False)
+    assert events == 1 and written == len(wire.invoke_frame(REQUEST_ID.decode(), 1, ARN, b"", b"", b'{"a": 1}'))
+    assert bytes(channel.buffer[:got]) == b"forged"
+
+
 def test_an_ended_runtime_gets_nothing_sent():
     request_r, request_w = os.pipe()
     response_r, response_w = os.pipe()
@@ -131,7 +139,7 @@ def test_an_ended_runtime_gets_nothing_sent():
     try:
         select.select([pid_fd], [], [], 5)
         assert _warm.exchange(request_w, response_r, -1, pid_fd, REQUEST_ID, 1, ARN, b"", b"", b"{}", 100, 0,
-                              bytearray(BUFFER_SIZE)) is None
+                              bytearray(BUFFER_SIZE), True) is None
         assert select.select([request_r], [], [], 0)[0] == []
     finally:
         os.waitpid(pid, 0)
@@ -145,7 +153,7 @@ def test_a_closed_request_pipe_is_handed_back_as_nothing_written():
     os.close(request_r)     # the runtime's end is gone: EPIPE, which the general loop reports
     try:
         result = _warm.exchange(request_w, response_r, -1, -1, REQUEST_ID, 1, ARN, b"", b"", b"{}", 20, 0,
-                                bytearray(BUFFER_SIZE))
+                                bytearray(BUFFER_SIZE), True)
         assert result == (None, 0, 0, 0)
     finally:
         for fd in (request_w, response_r, response_w):
@@ -164,7 +172,7 @@ def test_bad_arguments_raise_before_anything_is_sent(bad):
     try:
         with pytest.raises((TypeError, ValueError, BufferError)):
             _warm.exchange(request_w, response_r, -1, -1, args["request_id"], 1, args["arn"], b"", b"",
-                           args["payload"], 100, 0, args["buffer"])
+                           args["payload"], 100, 0, args["buffer"], True)
         assert select.select([request_r], [], [], 0)[0] == []
     finally:
         for fd in (request_r, request_w, response_r, response_w):
