@@ -19,7 +19,7 @@ PROGRAMS = (("build_init_program", os.path.join("sandbox", "_sandbox_init")),
 # In the runtime directory, bound at /var/runtime: there it is the top-level
 # module _fastjson, run by the host's interpreter (so the full C API is fine).
 FASTJSON = Extension("sandbox.functions.runtime._fastjson",
-                     [os.path.join("csrc", "fastjson.c"), os.path.join("csrc", "fastjson_decode.c")],
+                     [os.path.join("csrc", "fastjson.c"), os.path.join("csrc", "fastjson_decode.c"), os.path.join("csrc", "fastjson_encode.c")],
                      depends=[os.path.join("csrc", "fastjson.h")],
                      extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"])
 # Also there: the runtime's warm serve loop, _serve.  Optional: where it does

@@ -4,6 +4,9 @@
    into Python objects; it returns a value only where json.loads would return
    the same, else NotImplemented.
 
+   dumps_ascii(value) (csrc/fastjson_encode.c) writes the bytes of
+   json.dumps(value) for values of the builtin JSON types, else NotImplemented.
+
    encode_basestring_ascii(s) is _json.encode_basestring_ascii(s), with a fast
    path for the common string that needs no escaping; every other string goes
    to _json itself. */
@@ -75,6 +78,8 @@ module_free(void *module)
 static PyMethodDef methods[] = {
     {"loads_utf8", sbx_json_loads_utf8, METH_O,
      "loads_utf8(data) -> json.loads(str(data, 'utf-8')), or NotImplemented where that is not certain"},
+    {"dumps_ascii", sbx_json_dumps_ascii, METH_O,
+     "dumps_ascii(value) -> json.dumps(value).encode(), or NotImplemented where that is not certain"},
     {"encode_basestring_ascii", encode_basestring_ascii, METH_O,
      "encode_basestring_ascii(s) -> _json.encode_basestring_ascii(s)"},
     {NULL, NULL, 0, NULL},

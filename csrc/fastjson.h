@@ -1,6 +1,7 @@
-/* fastjson.h: what csrc/fastjson.c (the _fastjson module: the encoder and the
-   module) and csrc/fastjson_decode.c (loads_utf8) share -- the byte scans, a
-   word or 16 bytes at a time, that find where a string's plain run ends. */
+/* fastjson.h: what csrc/fastjson.c (the _fastjson module: the string quoter and
+   the module), csrc/fastjson_decode.c (loads_utf8) and csrc/fastjson_encode.c
+   (dumps_ascii) share -- the byte scans, a word or 16 bytes at a time, that find
+   where a string's plain run ends. */
 #ifndef SBX_FASTJSON_H
 #define SBX_FASTJSON_H
 
@@ -15,6 +16,26 @@
 
 /* loads_utf8(data): json.loads(str(data, "utf-8")), or NotImplemented (see fastjson_decode.c). */
 PyObject *sbx_json_loads_utf8(PyObject *module, PyObject *data);
+/* dumps_ascii(value): json.dumps(value).encode(), or NotImplemented (see fastjson_encode.c). */
+PyObject *sbx_json_dumps_ascii(PyObject *module, PyObject *value);
+
+/* Both directions answer values nested at most MAX_DEPTH deep (deeper ones,
+   and every cycle, go the slow way: this bounds our C stack), and only while
+   json itself would not run out of recursion: it spends one level per
+   nesting level, plus up to RECURSION_SLACK frames of its own above them. */
+#define MAX_DEPTH 200
+#define RECURSION_SLACK 50
+
+static inline int
+json_would_not_recurse_too_deep(void)
+{
+    PyThreadState *thread = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030C0000
+    return thread->c_recursion_remaining > MAX_DEPTH + RECURSION_SLACK;
+#else
+    return thread->recursion_remaining > MAX_DEPTH + RECURSION_SLACK;
+#endif
+}
 
 #define BYTES(b) (0x0101010101010101ULL * (uint64_t)(b))
 

@@ -12,8 +12,6 @@
 #include <float.h>
 #include <math.h>
 
-#define MAX_DEPTH 200            /* deeper documents go the slow way: bounds our C stack */
-#define RECURSION_SLACK 50       /* frames json.loads may spend above ours (loads, decode, ...) */
 #define SMALL_INT_DIGITS 18      /* 10**18 - 1 < 2**63: accumulates in a long long */
 #define NUMBER_ON_STACK 64
 
@@ -514,19 +512,6 @@ parse_value(Parser *p)   /* NULL: declined, with or without an exception set */
     default:
         return parse_number(p);
     }
-}
-
-/* json's scanner spends one recursion level per nesting level: a document it
-   would refuse with RecursionError must not get a value from us. */
-static int
-json_would_not_recurse_too_deep(void)
-{
-    PyThreadState *thread = PyThreadState_Get();
-#if PY_VERSION_HEX >= 0x030C0000
-    return thread->c_recursion_remaining > MAX_DEPTH + RECURSION_SLACK;
-#else
-    return thread->recursion_remaining > MAX_DEPTH + RECURSION_SLACK;
-#endif
 }
 
 PyObject *

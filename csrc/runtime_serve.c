@@ -110,8 +110,9 @@ load(Loop *loop, PyObject *handler, PyObject *globals)
         goto done;
     }
     loop->loads_utf8 = PyObject_GetAttrString(fastjson_c, "loads_utf8");
+    loop->dumps_ascii = PyObject_GetAttrString(fastjson_c, "dumps_ascii");
     loop->magic = magic, loop->invoke_kind = invoke_kind, loop->result_kind = result_kind;
-    status = loop->loads_utf8 == NULL ? -1 : 0;
+    status = loop->loads_utf8 == NULL || loop->dumps_ascii == NULL ? -1 : 0;
 done:
     Py_XDECREF(wire);
     Py_XDECREF(fastjson);
@@ -125,7 +126,7 @@ unload(Loop *loop)
     PyObject **owned[] = {
         &loop->handler, &loop->globals, &loop->invoke, &loop->context_type, &loop->handler_failed,
         &loop->marshal_failed, &loop->response_too_large, &loop->trace_changed, &loop->new_encoder,
-        &loop->trace_state, &loop->loads_utf8, &loop->sys, &loop->sys_dict, &loop->current_request_id, &loop->flush,
+        &loop->trace_state, &loop->loads_utf8, &loop->dumps_ascii, &loop->sys, &loop->sys_dict, &loop->current_request_id, &loop->flush,
         &loop->stdout_name, &loop->stderr_name, &loop->empty, &loop->zero, &loop->marshal_errors,
         &loop->encoder, &loop->arn_bytes, &loop->arn, &loop->view, &loop->buffer,
     };
@@ -332,11 +333,17 @@ trace_of(Loop *loop, const Invoke *request, PyObject **changed)   /* 1, 0: to in
     return 1;
 }
 
-/* fastjson.dumps(result, _unserializable): "".join(encoder(result, 0)), and an
-   encoder that raised is dropped, as it may hold stale cycle markers. */
+/* fastjson.dumps_bytes(result, _unserializable): the bytes from _fastjson's
+   encoder, or where it declines, the str "".join(encoder(result, 0)) of
+   _json's (ASCII, so its UTF-8 is its own data).  An _json encoder that
+   raised is dropped, as it may hold stale cycle markers. */
 static PyObject *
-encode(Loop *loop, PyObject *result)
+encode(Loop *loop, PyObject *result)   /* bytes or str, NULL with an exception */
 {
+    PyObject *data = PyObject_CallOneArg(loop->dumps_ascii, result);
+    if (data != Py_NotImplemented)
+        return data;
+    Py_DECREF(data);
     if (loop->encoder == NULL && (loop->encoder = PyObject_CallNoArgs(loop->new_encoder)) == NULL)
         return NULL;
     PyObject *args[] = {result, loop->zero};
@@ -353,21 +360,23 @@ answer_result(Loop *loop, PyObject *result, PyObject *request_id, Answer *out)
 {
     const char *data = NULL;
     Py_ssize_t size = 0;
-    PyObject *text = encode(loop, result);
-    /* The text is ASCII: its UTF-8 is its own data, without a copy. */
-    if (text != NULL && (data = PyUnicode_AsUTF8AndSize(text, &size)) == NULL)
-        Py_CLEAR(text);
-    if (text == NULL)
+    PyObject *encoded = encode(loop, result);
+    if (encoded != NULL && PyBytes_Check(encoded)) {
+        data = PyBytes_AS_STRING(encoded), size = PyBytes_GET_SIZE(encoded);
+    } else if (encoded != NULL && (data = PyUnicode_AsUTF8AndSize(encoded, &size)) == NULL) {
+        Py_CLEAR(encoded);
+    }
+    if (encoded == NULL)
         return PyErr_ExceptionMatches(loop->marshal_errors) ? answer_with_exception(loop->marshal_failed, request_id, out)
                                                             : -1;
     if (size > loop->max_response) {
         PyObject *too_large = PyLong_FromSsize_t(size);
         int status = too_large == NULL ? -1 : answer_with(loop->response_too_large, too_large, request_id, out);
         Py_XDECREF(too_large);
-        Py_DECREF(text);
+        Py_DECREF(encoded);
         return status;
     }
-    out->kind = loop->result_kind, out->owner = text, out->data = data, out->size = size;
+    out->kind = loop->result_kind, out->owner = encoded, out->data = data, out->size = size;
     return 0;
 }
 

@@ -15,7 +15,7 @@ typedef struct {
     PyObject *handler;
     PyObject *globals;            /* lambda_runtime's: the helpers below, and _current_request_id */
     PyObject *invoke, *context_type, *handler_failed, *marshal_failed, *response_too_large;
-    PyObject *trace_changed, *new_encoder, *trace_state, *loads_utf8;
+    PyObject *trace_changed, *new_encoder, *trace_state, *loads_utf8, *dumps_ascii;
     PyObject *sys, *sys_dict;     /* stdout and stderr are looked up each time: a handler may replace them */
     PyObject *current_request_id, *flush, *stdout_name, *stderr_name, *empty, *zero, *marshal_errors;
     PyObject *encoder;            /* NULL until made, and again after it raised */

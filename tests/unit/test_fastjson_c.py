@@ -2,7 +2,8 @@
 
 _fastjson.loads_utf8(data) may decline (NotImplemented) but must never return
 a value that differs from json.loads(str(data, "utf-8")), nor one where that
-raises; encode_basestring_ascii must equal _json's for every str.  Pure: the
+raises; encode_basestring_ascii must equal _json's for every str.  (dumps_ascii:
+test_fastjson_encode_c.py.)  Pure: the
 module is the one built next to the runtime (a missing build fails here, it is
 not skipped, so a broken build cannot fall back to the slow path unnoticed)."""
 from __future__ import annotations
@@ -13,19 +14,14 @@ import json
 import mmap
 import random
 import struct
-import tracemalloc
-import subprocess
-import sys
-import textwrap
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from json_support import SCALARS, SLOW_OK, TEXT, memory_growth, recursion_headroom, run_like_the_bootstrap
 from sandbox.functions.runtime import _fastjson, fastjson
-from sandbox.functions.spec import RUNTIME_DIR
 
-SLOW_OK = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def strictly_same(a, b) -> bool:
@@ -64,12 +60,6 @@ def check_agrees(data, must_answer=False):
 
 
 # -- strategies -----------------------------------------------------------------------------------
-ANY_CHAR = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())   # with surrogates
-TEXT = st.text(alphabet=ANY_CHAR, max_size=40)
-FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-0.0, 0.0, 5e-324, 1e308]))
-INTS = st.one_of(st.integers(-2**70, 2**70), st.integers(-10**200, 10**200),
-                 st.sampled_from([10**18 - 1, 10**18, -(10**18 - 1), -(10**18), 2**63, -(2**63) - 1]))
-SCALARS = st.one_of(st.none(), st.booleans(), INTS, FLOATS, TEXT)
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=6),
                                                        st.dictionaries(TEXT, inner, max_size=6)), max_leaves=40)
 WHITESPACE = st.text(alphabet=" \t\n\r", max_size=3)
@@ -101,14 +91,7 @@ def test_the_module_is_built_and_fastjson_uses_it():
     assert _fastjson.__name__ == "sandbox.functions.runtime._fastjson"
     assert fastjson._fastjson is _fastjson
     assert fastjson._encode_string is _fastjson.encode_basestring_ascii
-
-
-def run_like_the_bootstrap(code: str) -> str:
-    """Run `code` with the runtime directory as the only import path (as /var/runtime is), no site."""
-    script = f"import sys\nsys.path.insert(0, {RUNTIME_DIR!r})\n" + textwrap.dedent(code)
-    done = subprocess.run([sys.executable, "-S", "-B", "-c", script], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    assert fastjson._dumps_ascii is _fastjson.dumps_ascii
 
 
 def test_inside_the_sandbox_it_is_the_top_level_module_and_pulls_in_no_json():
@@ -306,16 +289,7 @@ def test_no_path_leaks_memory():
         for data in docs:
             _fastjson.loads_utf8(data)
 
-    parse_all()
-    tracemalloc.start()
-    try:
-        parse_all()
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(20):
-            parse_all()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    grown = memory_growth(parse_all)
     assert grown < 20000, grown
 
 
@@ -338,20 +312,12 @@ def test_any_buffer_is_read_and_other_objects_declined():
 
 def test_a_nearly_exhausted_recursion_limit_declines_like_json_fails():
     doc = b"[" * 150 + b"]" * 150
-    depth = 0
-    frame = sys._getframe()
-    while frame is not None:
-        depth, frame = depth + 1, frame.f_back
-    old = sys.getrecursionlimit()
-    sys.setrecursionlimit(depth + 100)
-    try:
+    with recursion_headroom(100):
         with pytest.raises(RecursionError):
             json.loads(doc)
         assert _fastjson.loads_utf8(doc) is NotImplemented
         with pytest.raises(RecursionError):
             fastjson.loads_utf8(doc)
-    finally:
-        sys.setrecursionlimit(old)
 
 
 # -- fastjson.loads_utf8 / dumps: same values and errors as the pure path --------------------------

@@ -7,8 +7,9 @@ module drives it directly with the same settings as json.loads()/json.dumps()
 back to `json` where `_json` is missing.
 
 The C extension _fastjson (csrc/fastjson.c), built next to this file, is
-faster still: loads_utf8() parses the payload's bytes directly and the
-encoder quotes plain ASCII strings with one copy.  It declines (returns
+faster still: loads_utf8() parses the payload's bytes directly,
+dumps_bytes() writes a result's JSON bytes directly, and the _json encoder
+quotes plain ASCII strings with one copy.  It declines (returns
 NotImplemented) whatever it cannot answer exactly as json would, and the path
 below then runs, raising json's error.  Inside the sandbox this file is the
 top-level module `fastjson`, on the host `sandbox.functions.runtime.fastjson`.
@@ -25,6 +26,8 @@ try:
         import _fastjson
 except ImportError:  # not built: the same answers, more slowly
     _fastjson = None
+
+_dumps_ascii = _fastjson.dumps_ascii if _fastjson is not None else None
 
 _WHITESPACE = " \t\n\r"
 
@@ -84,13 +87,17 @@ if _json is not None:
     _encode_string = _fastjson.encode_basestring_ascii if _fastjson is not None else _json.encode_basestring_ascii
     _encoders = {}
 
-    def dumps(value, default) -> str:
+    def make_encoder(default):
+        """json.dumps's C encoder with its default settings: encoder(value, 0)
+        gives the chunks of the text.  One that raised may hold stale cycle
+        markers: make a new one then."""
         # (markers, default, encoder, indent, key_separator, item_separator,
         #  sort_keys, skipkeys, allow_nan) -- json.encoder's c_make_encoder call.
-        # An encoder is reused while it succeeds; one that raised may hold stale
-        # cycle markers, so it is dropped.
-        encoder = _encoders.pop(default, None) or _json.make_encoder(
-            {}, default, _encode_string, None, ": ", ", ", False, False, True)
+        return _json.make_encoder({}, default, _encode_string, None, ": ", ", ", False, False, True)
+
+    def dumps(value, default) -> str:
+        # An encoder is reused while it succeeds (see make_encoder).
+        encoder = _encoders.pop(default, None) or make_encoder(default)
         text = "".join(encoder(value, 0))
         _encoders[default] = encoder
         return text
@@ -105,6 +112,16 @@ else:  # pragma: no cover
 
     def dumps(value, default) -> str:
         return json.dumps(value, default=default)
+
+
+def dumps_bytes(value, default) -> bytes:
+    """dumps(value, default).encode(): the same bytes or the same error,
+    written straight to bytes by the C module when it can."""
+    if _dumps_ascii is not None:
+        data = _dumps_ascii(value)
+        if data is not NotImplemented:
+            return data
+    return dumps(value, default).encode()
 
 
 def loads_utf8(data):

@@ -184,7 +184,7 @@ def _stack(tb, skip_bootstrap=True):
 
 def _error_body(error_type, message, stack, request_id="") -> bytes:
     body = {"errorMessage": message, "errorType": error_type, "requestId": request_id, "stackTrace": stack}
-    return fastjson.dumps(body, None).encode()
+    return fastjson.dumps_bytes(body, None)
 
 
 def _log_error(error_type, message, stack) -> None:
@@ -317,7 +317,7 @@ def invoke(handler, body):
     except Exception as exc:
         return _handler_failed(exc, request_id)
     try:
-        data = fastjson.dumps(result, _unserializable).encode()
+        data = fastjson.dumps_bytes(result, _unserializable)
     except (TypeError, ValueError, RecursionError) as exc:
         return _marshal_failed(exc, request_id)
     if len(data) > wire.MAX_RESPONSE:
@@ -354,11 +354,9 @@ def _response_too_large(size, request_id):
 
 
 def _new_result_encoder():
-    """For the C loop: the encoder fastjson.dumps(result, _unserializable) makes
-    (a test holds the two to the same bytes).  Like dumps, the loop drops one
-    that raised, as it may hold stale cycle markers."""
-    return fastjson._json.make_encoder({}, _unserializable, fastjson._encode_string, None, ": ", ", ",
-                                       False, False, True)
+    """For the C loop: the encoder fastjson.dumps_bytes(result, _unserializable)
+    falls back to.  Like dumps, the loop drops one that raised."""
+    return fastjson.make_encoder(_unserializable)
 
 
 # The heap between invocations (_heap, csrc/runtime_heap.c): up to 16 MiB of
