@@ -373,7 +373,7 @@ def test_collector_on_another_registry():
 
 
 def test_per_call_cost(capsys):
-    """Measured and printed, not asserted (machines differ).  The warm invoke path is ~25 us."""
+    """Measured and printed, not asserted (machines differ).  The warm invoke path is ~16 us."""
     m = busy_metrics()
     n = 20000
     calls = {
