@@ -41,6 +41,9 @@ PIPE_SIZE = 1 << 20            # channel and log pipes: 1 MiB, /proc/sys/fs/pipe
 # slow ones, which never qualify.
 SPIN_US = 80
 SPIN_PROBE = 8
+# The largest the supervisor's read buffer grows to, for an environment whose
+# answers did not fit a read of wire.READ_CHUNK: 1 MiB, the pipe's size.
+MAX_READ_BUFFER = 1 << 20
 EXIT_GRACE_S = 0.2             # after the channel closes, how long the runtime may take to exit
 
 
@@ -79,6 +82,7 @@ class Environment:
         self._large = None   # an answer bigger than one read: its body, filled in place (see _take)
         self._large_kind = 0
         self._large_have = 0
+        self._grown_read_size = 0   # the read buffer's next size, set by a large answer (see _grow_reads_for)
         self._poller = None
         self._result = None
         self._output: Output | None = None
@@ -139,10 +143,9 @@ class Environment:
         for fd in (self._response_fd, self._log_fd, self._box._pidfd):
             self._poller.register(fd, select.POLLIN)
         # Not cleared: only the pages an answer is read into become resident.
-        self._c_read = _uncleared("char[]", wire.READ_CHUNK)
+        self._read_into(wire.READ_CHUNK)
         self._c_written = ffi.new("size_t *")
         self._c_got = ffi.new("long *")
-        self._read_view = ffi.buffer(self._c_read, wire.READ_CHUNK)   # the same memory, for _warm
         output = self._log_output()
         outcome = self._exchange(b"", started + self.spec.init_timeout_s)
         self.init_duration_ms = (time.monotonic() - started) * 1000
@@ -173,6 +176,9 @@ class Environment:
                 raise IllegalTransition(f"environment {self.id}: {self.state} -> {BUSY}")
             self.state = BUSY
         self._output = None
+        if self._grown_read_size:
+            self._read_into(self._grown_read_size)
+            self._grown_read_size = 0
         started = time.monotonic()
         expected = request_id.encode()
         resume = None
@@ -312,7 +318,7 @@ class Environment:
             if remaining <= 0:
                 return self._timed_out()
             if self._large is None:
-                into, cap = self._c_read, wire.READ_CHUNK
+                into, cap = self._c_read, self._read_size
             else:   # the rest of a large answer goes straight where it belongs
                 into, cap = ffi.from_buffer(self._large) + self._large_have, len(self._large) - self._large_have
             events = lib.sbx_channel_exchange(
@@ -349,7 +355,7 @@ class Environment:
         """Read what is available and return the frame once it is whole."""
         while True:
             if self._large is None:
-                into = ffi.buffer(self._c_read, wire.READ_CHUNK)
+                into = self._read_view
             else:
                 into = memoryview(self._large)[self._large_have:]
             try:
@@ -378,12 +384,31 @@ class Environment:
                 if got == size:   # the common case: one whole frame in one read, one copy
                     return Outcome(_KIND_NAMES[kind], ffi.unpack(self._c_read + wire.HEADER.size, length))
                 if got < size:    # a large answer: the rest is read into a buffer of its size
+                    self._grow_reads_for(size)
                     self._large, self._large_kind = bytearray(length), kind
                     self._large_have = got - wire.HEADER.size
                     ffi.memmove(self._large, self._c_read + wire.HEADER.size, self._large_have)
                     return None
         self._buffer += ffi.buffer(self._c_read, got)
         return self._parse()
+
+    def _read_into(self, size: int) -> None:
+        """A new read buffer of `size` bytes: _c_read for cffi, _read_view (the
+        same memory) for _warm.  Not cleared: only the pages an answer is read
+        into become resident."""
+        self._c_read = _uncleared("char[]", size)
+        self._read_view = ffi.buffer(self._c_read, size)
+        self._read_size = size
+
+    def _grow_reads_for(self, frame_size: int) -> None:
+        """After an answer bigger than one read: read the next ones whole, in
+        a buffer of the next power of two that holds this one (up to
+        MAX_READ_BUFFER), so that a function answering 64 KB answers in one
+        read and one copy from then on.  Takes effect after this answer, which
+        is being read into its own buffer."""
+        size = min(1 << (frame_size - 1).bit_length(), MAX_READ_BUFFER)
+        if size > self._read_size:
+            self._grown_read_size = size
 
     def _parse(self) -> Outcome | None:
         buffer = self._buffer

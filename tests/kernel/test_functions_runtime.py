@@ -590,6 +590,26 @@ def test_largest_accepted_request_reaches_the_handler(rt, make):
     assert result.function_error is None, result.payload[:200]
 
 
+def test_answers_of_every_size_after_the_read_buffer_grows(rt, make):
+    """An answer bigger than one read makes the supervisor's read buffer grow
+    (to the next power of two, up to 1 MiB) for that environment's next
+    answers; small, equal, larger and oversized answers after it all come back
+    whole and in order, in the same environment."""
+    fn = make("app.echo", timeout_s=10)
+    sizes = [100, 100_000, 100_000, 10, 300_000, 2_000_000, 65_000, 1, 1_200_000, 100]
+    results = []
+    for n in sizes:
+        payload = json.dumps("y" * n).encode()
+        result = rt.invoke(fn, payload)
+        assert result.function_error is None, result.payload[:200]
+        assert result.payload == payload
+        results.append(result)
+    assert len({r.environment_id for r in results}) == 1
+    pool = rt._route(fn, None)[1]
+    (env,) = pool._idle
+    assert env._read_size == 1 << 20      # grew past 64 KiB, capped at 1 MiB
+
+
 def test_unknown_function_or_version_is_not_found(rt, make):
     fn = make("app.echo")
     rt.publish_version(fn)
