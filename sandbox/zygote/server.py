@@ -135,7 +135,13 @@ def _preload_packages(names) -> None:
 
 def _check_signals() -> None:
     """The dispositions every child keeps (csrc/sandbox_core.c,
-    interpreter_signal) must be a fresh interpreter's."""
+    interpreter_signal) must be a fresh interpreter's.  A SIGINT ignored by
+    whoever started the supervisor (nohup, a background job of a shell) is
+    ignored here too, inherited through exec, and Python then leaves it so:
+    a fresh environment's interpreter starts with every disposition reset to
+    default and installs its handler, so the zygote does the same first."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     fresh = {signal.SIGINT: signal.default_int_handler, signal.SIGPIPE: signal.SIG_IGN,
              signal.SIGXFSZ: signal.SIG_IGN}
     for sig, handler in fresh.items():

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -273,3 +274,32 @@ def test_one_functions_secrets_never_reach_another(rt):
     # The scan does find what is there (the victim's own token in its memory).
     out = rt.invoke("zy-victim", json.dumps({"head": token[:14], "tail": token[14:]}).encode())
     assert json.loads(out.payload)["found"] > 0
+
+
+SIGINT_IGNORED = """
+import json, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)   # as under nohup, or in a shell's background job
+import sandbox
+from sandbox.zygote import close_service, service_for
+sup = sandbox.Supervisor(pool_size=1)
+rt = sandbox.Runtime(zygotes=True, supervisor=sup)
+try:
+    rt.create_function("sigint", sys.argv[1], "app.handler", memory_mb=256)
+    out = rt.invoke("sigint", b"{}")
+    print(json.dumps([out.function_error, out.json(), bool(service_for(sup).zygotes())]))
+finally:
+    rt.close()
+    close_service(sup)
+    sup.close()
+"""
+
+
+def test_a_supervisor_started_with_sigint_ignored_still_gets_zygote_environments(no_leaks, tmp_path):
+    """The zygote inherits an ignored SIGINT through exec; it must still start,
+    and its environments see SIGINT as a fresh environment's interpreter does."""
+    (tmp_path / "app.py").write_text("import signal\n\n\ndef handler(event, context):\n"
+                                     "    return getattr(signal.getsignal(signal.SIGINT), '__name__', 'other')\n")
+    done = subprocess.run([REAL_PYTHON, "-c", SIGINT_IGNORED, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": os.path.dirname(conftest.HERE)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [None, "default_int_handler", True]
