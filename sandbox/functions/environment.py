@@ -22,12 +22,8 @@ from .._core import ffi, lib
 from ..launcher import DEVNULL, spawn
 from ..zygote import spawner_for
 from .outcome import Outcome, Output, exit_status
+from . import _warm
 from .runtime import wire
-
-try:
-    from . import _warm
-except ImportError:   # not built: the general path alone, slower
-    _warm = None
 from .spec import EnvironmentSpec
 
 STARTING, READY, BUSY, DEAD = "starting", "ready", "busy", "dead"
@@ -61,6 +57,10 @@ class Environment:
     """Create with `Environment.start(spec)`; then `invoke()` (one at a time),
     then `destroy()`."""
 
+    # invoke() checks an idle channel is quiet as the first step of its send
+    # (_warm.exchange), so usable() need not poll it too.
+    _polls_on_send = True
+
     def __init__(self, spec: EnvironmentSpec, environment_id: str, supervisor=None):
         self.spec = spec
         self.id = environment_id
@@ -89,7 +89,6 @@ class Environment:
         self._previous_request = b""
         self._quick = True          # the last answer came within SPIN_US
         self._tainted = False
-        self._polls_on_send = _warm is not None and type(self).invoke is Environment.invoke
         self._timeout_ms = int(spec.timeout_s * 1000) + 1   # the warm path's wait (the deadline is checked again)
 
     # -- state ------------------------------------------------------------------
@@ -182,7 +181,7 @@ class Environment:
         started = time.monotonic()
         expected = request_id.encode()
         resume = None
-        if _warm is not None and not self._buffer:
+        if not self._buffer:
             # The common case in one C call: frame out, whole answer back
             # (csrc/warm_exchange.c).  Anything else comes back as the state
             # the channel is in, and the general loop below takes it from there.
@@ -194,17 +193,8 @@ class Environment:
                 with self._state_lock:
                     self.state = READY
                 raise NotIdle(f"environment {self.id}: unasked-for bytes or an exit on its channel")
-            if answer[0] is not None:   # _close_invocation's work, inline: this is the hot path
-                self.last_used = now = time.monotonic()
-                outcome = Outcome(_KIND_NAMES[answer[0]], answer[1])
-                outcome.duration_ms = duration_ms = (now - started) * 1000
-                self._previous_request = expected
-                self._quick = duration_ms < SPIN_US / 1000 or self.invocations % SPIN_PROBE == 0
-                self.invocations += 1
-                with self._state_lock:
-                    if self.state == BUSY:
-                        self.state = READY
-                return outcome
+            if answer[0] is not None:
+                return self._settle(Outcome(_KIND_NAMES[answer[0]], answer[1]), expected, started, True)
             resume = answer[1:]
         frame = wire.invoke_frame(request_id, deadline_ms, arn, trace, client_context, payload)
         deadline = started + self.spec.timeout_s
@@ -222,19 +212,24 @@ class Environment:
                     outcome = None
                 else:
                     outcome = self._corrupt("invalid_response")
-        self._previous_request = expected
         if self._buffer and outcome.kind in _SERVED:
             self._drop_echoes(expected)
+        # No final read of the log pipe: the runtime flushes the handler's
+        # output before it answers, so the poll that saw the answer saw that
+        # output too, and _exchange drained it.
+        return self._settle(outcome, expected, started, outcome.kind in _SERVED)
+
+    def _settle(self, outcome: Outcome, expected: bytes, started: float, answered: bool) -> Outcome:
+        """The end of one invocation on this channel: its duration, the id a
+        late echo may carry, whether to spin next time; then _close_invocation."""
         now = time.monotonic()
         outcome.duration_ms = (now - started) * 1000
+        self._previous_request = expected
         # Spin next time if this answer came within the spin budget; after a
         # slow one, try again every SPIN_PROBE-th invocation (one slow answer,
         # e.g. a preemption, must not turn spinning off for good).
         self._quick = outcome.duration_ms * 1000 < SPIN_US or self.invocations % SPIN_PROBE == 0
-        # No final read of the log pipe: the runtime flushes the handler's
-        # output before it answers, so the poll that saw the answer saw that
-        # output too, and _exchange drained it.
-        return self._close_invocation(outcome, outcome.kind in _SERVED, now)
+        return self._close_invocation(outcome, answered, now)
 
     def _close_invocation(self, outcome: Outcome, answered: bool, now: float) -> Outcome:
         """The end of every invocation (this runtime's and the Runtime API's):

@@ -2,16 +2,14 @@
 turn the outcome into Lambda's result and error shapes, write the logs."""
 from __future__ import annotations
 
-import os
-import random
 import time
 from dataclasses import dataclass
 
-from . import logs
+from . import _warm, logs
 from .errors import InvalidParameterValueException, InvalidRequestContentException, RequestTooLargeException, \
     ServiceException, TooManyRequestsException
 from .models import log_time
-from .environment import NotIdle, _warm
+from .environment import NotIdle
 from .runtime import fastjson
 from .runtime.wire import MAX_PAYLOAD, MAX_RESPONSE
 from .spec import PYTHON_VERSION, log_stream_name
@@ -239,16 +237,6 @@ def _client_context(value) -> bytes:
     return bytes(value)
 
 
-def _new_request_id() -> str:
-    """A random (version 4) UUID without a getrandom() call per invocation:
-    request ids must be unique, not secret.  (Where _warm is not built.)"""
-    h = "%032x" % _random_bits(128)
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
-
-
-_random_bits = random.Random(os.urandom(32)).getrandbits
-if _warm is not None:
-    new_request_id = _warm.request_id   # the same, in C, from a pool of getrandom() bytes
-else:
-    new_request_id = _new_request_id
-
+# A random (version 4) UUID from a pool of getrandom() bytes, in C: request
+# ids must be unique, not secret.
+new_request_id = _warm.request_id

@@ -36,7 +36,7 @@ class EnvironmentPool:
 
     def acquire(self) -> Environment | None:
         """An idle environment, now busy; None when a new one must be started."""
-        unfit = None
+        unfit = []
         env = None
         with self._lock:
             while self._idle:
@@ -45,11 +45,9 @@ class EnvironmentPool:
                     env = candidate
                     self._busy.add(env)
                     break
-                unfit = unfit or []
                 unfit.append(candidate)
-        if unfit:
-            for old in unfit:
-                self._manager.destroy(old)
+        for old in unfit:
+            self._manager.destroy(old)
         return env
 
     def start(self, provisioned: bool = False) -> tuple[Environment, object]:

@@ -97,7 +97,7 @@ def _preload_runtime(runtime_dir: str, names, mount: str = "/var/runtime") -> No
 
 
 def _preload_extensions(runtime_dir: str, mount: str) -> None:
-    """The runtime's C modules (_fastjson): loaded from the host's copy, named
+    """The runtime's C modules (_fastjson, _serve, _heap): loaded from the host's copy, named
     by their path inside, where a fresh environment imports them from (the
     host's path is not for an environment to see)."""
     from _frozen_importlib import ModuleSpec

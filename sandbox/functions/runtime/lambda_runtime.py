@@ -418,9 +418,7 @@ def main(argv) -> None:
         _serve.serve(channel.request_fd, channel.response_fd, handler, globals())
         return
     # The fallback where _serve is not built, and the reference it is tested
-    # against (tests/unit/test_runtime_serve.py).  Inline, not a function of its
-    # own: the C loop calls the handler as deep in the stack as this loop does
-    # (Depth in csrc/runtime_serve.c), where a deep recursion fails.
+    # against (tests/unit/test_runtime_serve.py).
     while True:
         request = channel.receive()
         if request is None:

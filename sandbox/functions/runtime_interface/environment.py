@@ -35,6 +35,7 @@ _FAILED_INIT = frozenset(("init_error", "timeout", "exit", "oom"))
 
 
 class RuntimeInterfaceEnvironment(Environment):
+    _polls_on_send = False   # its invoke() is its own: usable() polls the channel
     def __init__(self, spec: EnvironmentSpec, environment_id: str, supervisor=None):
         super().__init__(spec, environment_id, supervisor)
         self._listener = None
